@@ -1,0 +1,251 @@
+"""A detector that trains a student detector to match a frozen teacher detector."""
+
+import types
+from typing import Any, Dict, List, Optional, Union
+
+import torch
+import torch.nn as nn
+from mmengine.config import ConfigDict
+from mmengine.logging import print_log
+from mmengine.model import BaseModel
+
+from ..losses.base import DistillLoss, validate_temperature
+from ..registry import MODELS
+from .build import ModelSource, build_detector
+from .frozen_teacher import FrozenTeacher
+
+_TEACHER_KEYS = ('config', 'checkpoint', 'strict', 'trust_checkpoint')
+
+
+@MODELS.register_module()
+class DetectionDistiller(BaseModel):
+    """Train ``student`` with its own losses plus distillation losses against ``teacher``.
+
+    Nothing here depends on the detector family: the distillation losses name the submodules
+    whose outputs they compare (``'bbox_head'`` for head outputs, ``'neck'`` for features), and
+    the distiller records those outputs with forward hooks while the teacher runs under
+    ``no_grad`` and the student computes its usual losses.
+
+    The teacher is held by :class:`FrozenTeacher`, outside this module's parameters, buffers and
+    state dict: it stays in eval mode, gets no gradients, and never enters the optimizer, EMA,
+    DDP or checkpoints. ``predict`` and ``tensor`` modes run the student alone.
+
+    Args:
+        student: The student's model config: a dict (usually the ``model`` of the ``_base_``
+            config), a config file or a ``package::`` config path.
+        teacher: ``dict(config=..., checkpoint=..., strict=True, trust_checkpoint=False)``, see
+            :class:`FrozenTeacher`.
+        distill_losses: Maps each loss name to a :class:`DistillLoss` config. Names must start
+            with ``loss_kd_`` (MMEngine sums every output key that contains ``loss``). Types are
+            looked up in kd_plugin's registry first. A config without ``temperature`` gets the
+            distiller's.
+        temperature: Default softening temperature of the distillation losses, > 0.
+        data_preprocessor: Unused; the student's data preprocessor serves both models.
+        init_cfg: MMEngine initialisation config of the student.
+    """
+
+    def __init__(
+        self,
+        student: ModelSource,
+        teacher: Dict[str, Any],
+        distill_losses: Dict[str, dict],
+        temperature: float = 1.0,
+        data_preprocessor: Optional[dict] = None,
+        init_cfg: Optional[dict] = None,
+    ):
+        super().__init__(init_cfg=init_cfg)
+        self.temperature = validate_temperature(temperature)
+        self.student = build_detector(student)
+        self._teacher = FrozenTeacher(**self._check_teacher_config(teacher))
+        self.data_preprocessor = self.student.data_preprocessor
+        self._check_preprocessors()
+
+        # Set by DistillScheduleHook: the current multiple of each loss's base temperature, the
+        # current multiple of every distillation loss weight, and whether distillation runs.
+        self.temperature_factor = 1.0
+        self.distill_weight_factor = 1.0
+        self.distill_enabled = True
+
+        self.distill_losses = nn.ModuleDict()
+        self._records: Dict[str, Dict[str, Any]] = {'student': {}, 'teacher': {}}
+        self._recording = False
+        for name, loss_cfg in distill_losses.items():
+            self.distill_losses[name] = self._build_loss(name, loss_cfg)
+        if not self.distill_losses:
+            raise ValueError('distill_losses is empty; give at least one distillation loss')
+        self._log_setup()
+
+    @property
+    def teacher(self) -> nn.Module:
+        """The frozen teacher detector (not a submodule of this model)."""
+        return self._teacher.module
+
+    @staticmethod
+    def _check_teacher_config(teacher: Dict[str, Any]) -> Dict[str, Any]:
+        if not isinstance(teacher, (dict, ConfigDict)):
+            raise TypeError(
+                'teacher must be a dict such as dict(config=..., checkpoint=...), '
+                f'got {type(teacher).__name__}'
+            )
+        unknown = sorted(set(teacher) - set(_TEACHER_KEYS))
+        if unknown:
+            raise ValueError(f'unknown teacher keys {unknown}; allowed keys: {list(_TEACHER_KEYS)}')
+        if 'config' not in teacher:
+            raise ValueError(
+                "teacher needs 'config': a model dict, a config file or a package path"
+            )
+        return dict(teacher)
+
+    def _check_preprocessors(self) -> None:
+        # Both models read the tensors the student's preprocessor makes, so both must have been
+        # trained on the same normalisation and channel order.
+        # TODO: convert between normalisations to allow teachers of other families.
+        teacher_preprocessor = self.teacher.data_preprocessor
+        for attribute in ('mean', 'std', '_channel_conversion'):
+            student_value = getattr(self.data_preprocessor, attribute, None)
+            teacher_value = getattr(teacher_preprocessor, attribute, None)
+            if isinstance(student_value, torch.Tensor) and isinstance(teacher_value, torch.Tensor):
+                same = torch.equal(student_value.flatten(), teacher_value.flatten())
+            else:
+                same = student_value == teacher_value
+            if not same:
+                raise ValueError(
+                    f'teacher and student data preprocessors differ in {attribute.strip("_")}: '
+                    f'teacher {teacher_value}, student {student_value}; give the teacher config '
+                    "the student's data_preprocessor settings"
+                )
+
+    def _build_loss(self, name: str, loss_cfg: dict) -> DistillLoss:
+        if not name.startswith('loss_kd_'):
+            raise ValueError(
+                f'distillation loss name {name!r} must start with "loss_kd_" so that MMEngine '
+                'adds it to the total loss and logs it apart from the task losses'
+            )
+        loss_cfg = dict(loss_cfg)
+        loss_cfg.setdefault('temperature', self.temperature)
+        # Unprefixed types are kd_plugin losses; prefixed ones (e.g. 'mmdet.X') keep their scope.
+        loss_cfg.setdefault('_scope_', 'kd_plugin')
+        loss = MODELS.build(loss_cfg)
+        if not isinstance(loss, DistillLoss):
+            raise TypeError(
+                f'{name}: {type(loss).__name__} is not a kd_plugin DistillLoss; distillation '
+                'losses must subclass kd_plugin.losses.DistillLoss'
+            )
+
+        student_module = self._get_submodule(self.student, loss.student_module, 'student', name)
+        teacher_module = self._get_submodule(self.teacher, loss.teacher_module, 'teacher', name)
+        loss.check_modules(student_module, teacher_module)
+        self._record_output('student', loss.student_module, student_module)
+        self._record_output('teacher', loss.teacher_module, teacher_module)
+        return loss
+
+    @staticmethod
+    def _get_submodule(model: nn.Module, path: str, role: str, loss_name: str) -> nn.Module:
+        try:
+            return model.get_submodule(path)
+        except AttributeError:
+            children = [child for child, _ in model.named_children()]
+            raise ValueError(
+                f'{loss_name}: the {role} ({type(model).__name__}) has no submodule {path!r}; '
+                f'its top-level submodules are {children}'
+            ) from None
+
+    def _record_output(self, role: str, path: str, module: nn.Module) -> None:
+        records = self._records[role]
+        if path in records:
+            return
+        records[path] = None
+        distiller = self
+
+        # Forward hooks would miss the many MMDetection detectors that call
+        # `self.bbox_head.forward(x)` directly, so the instance's forward is wrapped instead.
+        # It is bound with MethodType, which deepcopy rebinds to the copy: an EMA copy of the
+        # student then runs its own weights.
+        def recording_forward(module_self, *args, **kwargs):
+            output = type(module_self).forward(module_self, *args, **kwargs)
+            if distiller._recording:
+                records[path] = output
+            return output
+
+        module.forward = types.MethodType(recording_forward, module)
+
+    def _log_setup(self) -> None:
+        losses = ', '.join(
+            f'{name}: {type(loss).__name__}(weight={loss.loss_weight}, '
+            f'temperature={loss.temperature})'
+            for name, loss in self.distill_losses.items()
+        )
+        student_params = sum(p.numel() for p in self.student.parameters())
+        print_log(
+            f'distillation: student {type(self.student).__name__} '
+            f'({student_params / 1e6:.2f}M trainable parameters), teacher '
+            f'{type(self.teacher).__name__} ({self._teacher.num_parameters() / 1e6:.2f}M frozen '
+            f'parameters, checkpoint {self._teacher.checkpoint}), temperature '
+            f'{self.temperature}, losses {{{losses}}}',
+            logger='current',
+        )
+
+    def train(self, mode: bool = True) -> 'DetectionDistiller':
+        """Set the student's training mode; the teacher stays in eval mode, BatchNorm included."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def _apply(self, fn, *args, **kwargs):
+        # Device and dtype moves (.to, .cuda, .float, ...) reach the teacher only through here,
+        # because it is not a registered submodule.
+        super()._apply(fn, *args, **kwargs)
+        self._teacher.apply(fn)
+        return self
+
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        data_samples: Optional[Union[List, dict]] = None,
+        mode: str = 'tensor',
+    ):
+        """Run the distiller: ``'loss'`` trains, ``'predict'`` and ``'tensor'`` run the student.
+
+        Args:
+            inputs: Preprocessed images [N, 3, H, W].
+            data_samples: What the student's data preprocessor produced for the batch.
+            mode: ``'loss'``, ``'predict'`` or ``'tensor'``.
+        """
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        if mode in ('predict', 'tensor'):
+            return self.student(inputs, data_samples, mode=mode)
+        raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', got {mode!r}")
+
+    def loss(
+        self, inputs: torch.Tensor, data_samples: Optional[Union[List, dict]] = None
+    ) -> Dict[str, torch.Tensor]:
+        """Return the student's task losses and one ``loss_kd_*`` entry per distillation loss."""
+        if not self.distill_enabled:
+            return self.student.loss(inputs, data_samples)
+
+        # Run both models once; the hooks keep the outputs the distillation losses compare.
+        self._recording = True
+        try:
+            with torch.no_grad():
+                self.teacher(inputs, data_samples, mode='tensor')
+            losses = self.student.loss(inputs, data_samples)
+        finally:
+            self._recording = False
+        student_records, teacher_records = self._records['student'], self._records['teacher']
+
+        for name, distill_loss in self.distill_losses.items():
+            if name in losses:
+                raise ValueError(f'distillation loss {name!r} clashes with a student loss key')
+            value = distill_loss(
+                student_records[distill_loss.student_module],
+                teacher_records[distill_loss.teacher_module],
+                temperature=distill_loss.temperature * self.temperature_factor,
+            )
+            losses[name] = value * self.distill_weight_factor
+
+        # Drop the references so the recorded tensors are freed with the graph.
+        for records in (student_records, teacher_records):
+            for path in records:
+                records[path] = None
+        return losses
