@@ -5,7 +5,7 @@ Importing the package registers its models, losses, hooks and optimizers (config
 MMEngine checkpoints for ``torch.load(weights_only=True)``.
 """
 
-from . import hooks, losses, models, optim  # noqa: F401  (registers the components)
+from . import dist, hooks, losses, models, optim  # noqa: F401  (registers the components)
 from .utils.checkpoint import register_safe_globals
 
 __version__ = '0.1.0'

@@ -7,8 +7,11 @@ import os.path as osp
 from typing import List, Optional
 
 from mmengine.config import Config, DictAction
+from mmengine.dist import is_main_process
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
+
+from ..dist import setup_distributed
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -29,7 +32,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='let torch.load unpickle any object in the checkpoint; only for trusted files',
     )
     parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='launcher'
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='how the processes were started: none (a single process), pytorch (torchrun, as '
+        'tools/dist_*.sh do), slurm (srun, as tools/slurm_train.sh does) or mpi (mpirun)',
     )
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
@@ -63,9 +70,11 @@ def main(argv: Optional[List[str]] = None) -> dict:
             dict(type='mmdet.DumpDetResults', out_file_path=args.out),
         ]
 
+    setup_distributed(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     metrics = runner.test()
-    if args.metrics_out:
+    # Every rank gets the metrics, and only the main process writes them.
+    if args.metrics_out and is_main_process():
         os.makedirs(osp.dirname(osp.abspath(args.metrics_out)), exist_ok=True)
         with open(args.metrics_out, 'w') as f:
             json.dump({key: float(value) for key, value in metrics.items()}, f, indent=2)

@@ -16,12 +16,17 @@ Neural Network" (2015): for large T the gradient of T^2 * KL tends to (z_s - z_t
 sigmoid output. Class and box terms are averaged over priors weighted by the teacher's
 objectness probability, so that the many background cells do not drown the few object cells.
 All terms are computed in float32, also under automatic mixed precision.
+
+MMYOLO's YOLOv5Head multiplies its own losses by the number of images in the whole batch
+(images per GPU x GPUs), so by default these losses are multiplied by it too. A loss weight then
+keeps the same balance against the task losses at any batch size or GPU count.
 """
 
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+from mmengine.dist import get_world_size
 
 from ..registry import MODELS
 from .base import DistillLoss, binary_kl_with_logits, softmax_kl_with_logits, validate_temperature
@@ -77,13 +82,26 @@ class YOLOv5HeadDistillLoss(DistillLoss):
     Args:
         weight_by_teacher_objectness: Average over priors weighted by sigmoid of the teacher's
             objectness logit. When False, every prior counts the same.
+        scale_by_batch_size: Multiply the loss by the images per GPU times the number of GPUs,
+            as YOLOv5Head does with its task losses. When False, the loss is a plain mean.
         **kwargs: ``loss_weight``, ``temperature``, ``student_module`` and ``teacher_module``
             of :class:`DistillLoss`.
     """
 
-    def __init__(self, weight_by_teacher_objectness: bool = True, **kwargs):
+    def __init__(
+        self,
+        weight_by_teacher_objectness: bool = True,
+        scale_by_batch_size: bool = True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.weight_by_teacher_objectness = weight_by_teacher_objectness
+        self.scale_by_batch_size = scale_by_batch_size
+
+    def _batch_scale(self, student_outputs: HeadOutputs) -> float:
+        if not self.scale_by_batch_size:
+            return 1.0
+        return float(student_outputs[0][0].shape[0] * get_world_size())
 
     def check_modules(self, student_module: nn.Module, teacher_module: nn.Module) -> None:
         for attribute in ('num_classes', 'num_base_priors', 'featmap_strides'):
@@ -167,7 +185,7 @@ class YOLOv5ClsDistillLoss(YOLOv5HeadDistillLoss):
             else:
                 per_prior = softmax_kl_with_logits(student_logits, teacher_logits, dim=-1)
             loss = weighted_prior_mean(per_prior, weights) * temperature**2
-        return self.loss_weight * loss
+        return self.loss_weight * self._batch_scale(student_outputs) * loss
 
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, mode={self.mode!r}'
@@ -200,7 +218,7 @@ class YOLOv5ObjDistillLoss(YOLOv5HeadDistillLoss):
                 student_logits[..., 0] / temperature, teacher_logits[..., 0] / temperature
             )
             loss = weighted_prior_mean(per_prior, weights) * temperature**2
-        return self.loss_weight * loss
+        return self.loss_weight * self._batch_scale(student_outputs) * loss
 
 
 @MODELS.register_module()
@@ -229,7 +247,7 @@ class YOLOv5BBoxDistillLoss(YOLOv5HeadDistillLoss):
                 student_logits / temperature, teacher_logits / temperature
             ).mean(dim=-1)
             loss = weighted_prior_mean(per_prior, weights) * temperature**2
-        return self.loss_weight * loss
+        return self.loss_weight * self._batch_scale(student_outputs) * loss
 
 
 __all__: List[str] = [

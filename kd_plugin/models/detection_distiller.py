@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from mmengine.config import ConfigDict
 from mmengine.logging import print_log
-from mmengine.model import BaseModel
+from mmengine.model import BaseModel, revert_sync_batchnorm
 
 from ..losses.base import DistillLoss, validate_temperature
 from ..registry import MODELS
@@ -21,10 +21,10 @@ _TEACHER_KEYS = ('config', 'checkpoint', 'strict', 'trust_checkpoint')
 class DetectionDistiller(BaseModel):
     """Train ``student`` with its own losses plus distillation losses against ``teacher``.
 
-    Nothing here depends on the detector family: the distillation losses name the submodules
-    whose outputs they compare (``'bbox_head'`` for head outputs, ``'neck'`` for features), and
-    the distiller records those outputs with forward hooks while the teacher runs under
-    ``no_grad`` and the student computes its usual losses.
+    Nothing here depends on the detector family. The distillation losses name the submodules
+    whose outputs they compare (``'bbox_head'`` for head outputs, ``'neck'`` for features). The
+    distiller records those outputs while the teacher runs under ``no_grad`` and the student
+    computes its usual losses.
 
     The teacher is held by :class:`FrozenTeacher`, outside this module's parameters, buffers and
     state dict: it stays in eval mode, gets no gradients, and never enters the optimizer, EMA,
@@ -57,6 +57,11 @@ class DetectionDistiller(BaseModel):
         self.temperature = validate_temperature(temperature)
         self.student = build_detector(student)
         self._teacher = FrozenTeacher(**self._check_teacher_config(teacher))
+        # MMYOLO's YOLODetector turns its BatchNorm layers into SyncBatchNorm when it is built in
+        # a process group of 2+ ranks (use_syncbn=True by default), the teacher included. The
+        # teacher only runs in eval mode, where both layers compute the same, so it is given
+        # plain BatchNorm back and never depends on the other ranks.
+        self._teacher.module = revert_sync_batchnorm(self._teacher.module)
         self.data_preprocessor = self.student.data_preprocessor
         self._check_preprocessors()
 
@@ -217,12 +222,37 @@ class DetectionDistiller(BaseModel):
             return self.student(inputs, data_samples, mode=mode)
         raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', got {mode!r}")
 
+    def _add_idle_distill_parameters(
+        self, losses: Dict[str, torch.Tensor]
+    ) -> Dict[str, torch.Tensor]:
+        """Add the trainable parameters outside the student, times zero, to a student loss.
+
+        Without distillation, the parameters of distillation losses and connectors get no
+        gradient. DistributedDataParallel with ``find_unused_parameters=False`` (MMEngine's
+        default) then raises on the next iteration, because it waits for their gradients. With
+        the zero term they get zero gradients and take part in every gradient all-reduce, so no
+        rank needs ``find_unused_parameters=True``. Weight decay still applies to them.
+        """
+        idle_params = [
+            param
+            for name, param in self.named_parameters()
+            if param.requires_grad and not name.startswith('student.')
+        ]
+        loss_name = next(
+            (name for name, value in losses.items() if 'loss' in name and torch.is_tensor(value)),
+            None,
+        )
+        if idle_params and loss_name is not None:
+            zero = sum(param.sum() for param in idle_params) * 0.0
+            losses[loss_name] = losses[loss_name] + zero
+        return losses
+
     def loss(
         self, inputs: torch.Tensor, data_samples: Optional[Union[List, dict]] = None
     ) -> Dict[str, torch.Tensor]:
         """Return the student's task losses and one ``loss_kd_*`` entry per distillation loss."""
         if not self.distill_enabled:
-            return self.student.loss(inputs, data_samples)
+            return self._add_idle_distill_parameters(self.student.loss(inputs, data_samples))
 
         # Run both models once; the hooks keep the outputs the distillation losses compare.
         self._recording = True

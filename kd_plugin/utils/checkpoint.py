@@ -111,7 +111,7 @@ def load_checkpoint_file(path: str, trusted: bool = False) -> dict:
         if 'Weights only load failed' not in str(error):
             raise
         raise RuntimeError(
-            f'{path!r} holds pickled objects outside the safe allow-list, so it was not loaded. '
+            f'{path!r} was not loaded: it contains pickled objects outside the safe allow-list. '
             'If the file comes from a source you trust, pass trust_checkpoint=True (teacher) or '
             f'--trust-checkpoint (tools/train.py). Details: {error}'
         ) from error
@@ -133,7 +133,7 @@ def student_state_dict(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.T
     use them at inference.
 
     Raises:
-        ValueError: The state dict holds no ``student.`` keys, so it is not a distillation one.
+        ValueError: The state dict contains no ``student.`` keys, so it is not a distillation one.
     """
     student = OrderedDict(
         (key[len(STUDENT_PREFIX) :], value)
@@ -170,7 +170,7 @@ def export_student_checkpoint(src: str, dst: str, trusted: bool = False) -> str:
 
     The output holds only tensors and plain Python values, so plain MMYOLO/MMDetection load it
     with ``torch.load(weights_only=True)`` and without kd_plugin installed. When training used
-    EMA, MMEngine's checkpoint ``state_dict`` already holds the averaged weights, which are the
+    EMA, MMEngine's checkpoint ``state_dict`` already contains the averaged weights, which are the
     ones exported.
 
     Returns:

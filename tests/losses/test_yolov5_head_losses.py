@@ -62,10 +62,10 @@ def test_objectness_loss_is_t_squared_times_kl(temperature):
     student, teacher = head_outputs(seed=0), head_outputs(seed=1)
     loss = YOLOv5ObjDistillLoss(temperature=temperature)(student, teacher)
     # Worked by hand: the mean binary KL of the tempered objectness logits over all
-    # N * A * (16 + 4) priors, times T^2.
+    # N * A * (16 + 4) priors, times T^2, times the N = 2 images of the batch.
     student_obj = torch.cat([m.flatten() for m in student[2]]) / temperature
     teacher_obj = torch.cat([m.flatten() for m in teacher[2]]) / temperature
-    expected = binary_kl_with_logits(student_obj, teacher_obj).mean() * temperature**2
+    expected = binary_kl_with_logits(student_obj, teacher_obj).mean() * temperature**2 * N
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-7)
 
 
@@ -105,12 +105,12 @@ def test_softmax_is_taken_per_anchor_not_over_anchors_and_classes():
 
 def test_class_loss_weights_priors_by_teacher_objectness():
     # Make the teacher certain that only prior 0 of level 0 holds an object: the weighted class
-    # loss then equals the class KL of that prior alone.
+    # loss then equals the class KL of that prior alone (as a plain mean, not batch-scaled).
     student, teacher = head_outputs(seed=0), head_outputs(seed=1)
     teacher_obj = [torch.full_like(m, -50.0) for m in teacher[2]]
     teacher_obj[0][:, 0, 0, 0] = 50.0
     teacher = (teacher[0], teacher[1], teacher_obj)
-    loss = YOLOv5ClsDistillLoss(temperature=1.0)(student, teacher)
+    loss = YOLOv5ClsDistillLoss(temperature=1.0, scale_by_batch_size=False)(student, teacher)
     per_class = binary_kl_with_logits(student[0][0][:, :K, 0, 0], teacher[0][0][:, :K, 0, 0])
     torch.testing.assert_close(loss, per_class.mean(), rtol=1e-4, atol=1e-6)
 
@@ -142,3 +142,12 @@ def test_invalid_temperature_is_rejected(temperature):
 def test_invalid_mode_is_rejected():
     with pytest.raises(ValueError, match="mode must be 'sigmoid' or 'softmax', got 'kl'"):
         YOLOv5ClsDistillLoss(mode='kl')
+
+
+@pytest.mark.parametrize('loss_cls, kwargs', LOSSES)
+def test_loss_scales_with_images_in_batch(loss_cls, kwargs):
+    # YOLOv5Head multiplies its task losses by the batch size; so do these, by default.
+    student, teacher = head_outputs(seed=0), head_outputs(seed=1)
+    scaled = loss_cls(**kwargs)(student, teacher)
+    plain = loss_cls(scale_by_batch_size=False, **kwargs)(student, teacher)
+    torch.testing.assert_close(scaled, N * plain)

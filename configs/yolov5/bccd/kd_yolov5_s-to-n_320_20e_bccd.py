@@ -15,12 +15,18 @@ model = dict(
         checkpoint='checkpoints/bccd/yolov5_s_320_30e_bccd.pth',
     ),
     temperature=4.0,
+    # Like YOLOv5's own losses, these are multiplied by the total batch size, so the same
+    # weights keep their balance against the task losses at 1 x 8 images or 8 x 16.
     distill_losses=dict(
-        loss_kd_cls=dict(type='YOLOv5ClsDistillLoss', loss_weight=1.0),
-        loss_kd_obj=dict(type='YOLOv5ObjDistillLoss', loss_weight=1.0),
-        loss_kd_bbox=dict(type='YOLOv5BBoxDistillLoss', loss_weight=1.0),
+        loss_kd_cls=dict(type='YOLOv5ClsDistillLoss', loss_weight=0.25),
+        loss_kd_obj=dict(type='YOLOv5ObjDistillLoss', loss_weight=0.25),
+        loss_kd_bbox=dict(type='YOLOv5BBoxDistillLoss', loss_weight=0.25),
     ),
 )
+
+# YOLOv5's three parameter groups (decayed weights, norm weights, biases at index 2 for the
+# warm-up hook), frozen parameters left out, distillation-only parameters in a fourth group.
+optim_wrapper = dict(constructor='kd_plugin.DistillOptimizerConstructor')
 
 custom_hooks = [
     *_base_.custom_hooks,  # the student's EMA
