@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 BCCD_ANNOTATIONS := data/bccd/annotations
 
-.PHONY: env data demo test lint format teacher baseline bench
+.PHONY: env data demo test lint format teacher bench sweep
 
 env:
 	bash tools/setup_env.sh
@@ -35,3 +35,14 @@ teacher: data
 
 bench: data
 	$(PYTHON) tools/benchmark_distill.py
+
+# BCCD temperature sweep: baseline YOLOv5-n and distilled students at T = 1 2 4 8 16, seeds 0 1,
+# plus the teacher evaluated on the same validation set. Rerunning skips finished runs and
+# resumes interrupted ones. Estimate: about 4 hours on 2 CPU cores (12 runs of 18-20+ minutes).
+SWEEP_DIR ?= work_dirs/bccd_temperature_sweep
+sweep: data
+	$(PYTHON) tools/sweep_temperature.py configs/yolov5/bccd/kd_yolov5_s-to-n_320_20e_bccd.py \
+		--baseline-config configs/yolov5/bccd/yolov5_n_320_20e_bccd.py \
+		--temperatures 1 2 4 8 16 --seeds 0 1 --eval-teacher --work-dir $(SWEEP_DIR)
+	$(PYTHON) tools/plot_curves.py $(SWEEP_DIR)/baseline_seed0 $(SWEEP_DIR)/kd_t*_seed0 \
+		--out-dir $(SWEEP_DIR)/curves

@@ -6,6 +6,7 @@ Usage:
 Prints the ratio distillation step / (student step + teacher forward) and the peak memory of
 distillation over student-only training, measured in one run on the BCCD configs.
 """
+
 from kd_plugin.apis.benchmark import main
 
 if __name__ == '__main__':

@@ -2,6 +2,8 @@
 
 import argparse
 import os.path as osp
+import signal
+import sys
 from typing import Dict, List, Optional
 
 from mmengine.config import Config
@@ -129,6 +131,10 @@ def resolve_teacher(args: argparse.Namespace) -> TeacherEval:
     return TeacherEval(config, checkpoint, osp.join(args.work_dir, 'teacher'))
 
 
+def exit_on_sigterm(signum: int, frame) -> None:
+    sys.exit(128 + signum)
+
+
 def sweep_main(argv: Optional[List[str]] = None) -> Dict[str, str]:
     """Run ``tools/sweep_temperature.py``; return the written result files by kind."""
     args = parse_sweep_args(argv)
@@ -143,6 +149,9 @@ def sweep_main(argv: Optional[List[str]] = None) -> Dict[str, str]:
     teacher = resolve_teacher(args) if args.eval_teacher else None
 
     if not args.collect_only:
+        # Let a SIGTERM (kill, a batch scheduler) unwind like Ctrl-C, so that run_logged stops
+        # the training child instead of leaving it orphaned.
+        signal.signal(signal.SIGTERM, exit_on_sigterm)
         run_sweep(runs, args.gpus, args.dry_run, teacher)
     if args.dry_run:
         return {}

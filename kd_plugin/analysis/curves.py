@@ -1,7 +1,7 @@
 """Plot validation accuracy per epoch, loss terms per iteration and temperature sweeps.
 
 Each ``*_figure`` function returns the matplotlib Figure, so that callers and tests can inspect
-its lines; each ``plot_*`` function saves that figure as a PNG and returns the file path.
+its lines. Each ``plot_*`` function saves that figure as a PNG and returns the file path.
 """
 
 import os
@@ -14,7 +14,7 @@ matplotlib.use('Agg')  # files only; no display is needed or assumed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator  # noqa: E402
 
 from .logs import METRIC_KEYS, read_scalars  # noqa: E402
 from .summary import aggregate_runs  # noqa: E402
@@ -52,6 +52,7 @@ def accuracy_figure(runs: Dict[str, str]) -> Figure:
             axis.plot(epochs, [record[key] for record in val], marker='o', label=label)
     for axis, title in zip(axes, ACCURACY_TITLES):
         axis.set_xlabel('epoch')
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_ylabel(title)
         axis.set_title(f'validation {title}')
         axis.grid(alpha=0.3)
@@ -80,8 +81,8 @@ def loss_keys(records: List[dict]) -> List[str]:
 def loss_figure(runs: Dict[str, str], window: int = 10) -> Figure:
     """Draw each loss term per iteration in its own panel, runs overlaid.
 
-    The raw logged values are faint; the trailing moving average over ``window`` logged points
-    is drawn on top in the same color and carries the run's label.
+    The raw logged values are faint. On top, in the same color and with the run's label, is
+    their trailing moving average over ``window`` logged points.
 
     Raises:
         ValueError: if no run logged a loss value.
@@ -107,6 +108,7 @@ def loss_figure(runs: Dict[str, str], window: int = 10) -> Figure:
             axis.plot(steps, smooth(values, window), color=color, label=label)
         axis.set_title(key)
         axis.set_xlabel('iteration')
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend(fontsize='small')
     for index in range(len(keys), rows * columns):

@@ -1,9 +1,9 @@
 """Aggregate per-run COCO metrics of a sweep over seeds and compare them with the baseline.
 
-A run row is a dict with the keys of ``RUN_COLUMNS``: ``role`` is ``'teacher'``, ``'baseline'``
-or ``'distilled'``, ``temperature`` is None except for distilled runs, and the metric columns
-hold COCO bbox AP as logged by MMDet, a fraction in [0, 1]. The Markdown table shows them in
-percent.
+A run row is a dict with the keys of ``RUN_COLUMNS``. Its ``role`` is ``'teacher'``,
+``'baseline'`` or ``'distilled'``, and its ``temperature`` is None except for distilled runs.
+The metric columns contain COCO bbox AP as MMDet logs it, a fraction in [0, 1], and the
+Markdown table shows them in percent.
 """
 
 import csv

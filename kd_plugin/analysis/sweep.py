@@ -23,8 +23,8 @@ from .sweep_plan import (
     TOOLS_DIR,
     SweepRun,
     TeacherEval,
+    evaluation_command,
     expected_final_epoch,
-    test_command,
     train_command,
 )
 
@@ -133,7 +133,7 @@ def file_state(path: str) -> dict:
 
 
 def teacher_is_evaluated(teacher: TeacherEval) -> bool:
-    """Whether the teacher's done marker describes the current checkpoint file."""
+    """Return whether the teacher's done marker describes the current checkpoint file."""
     marker = read_json(osp.join(teacher.work_dir, DONE_MARKER))
     if marker is None or not osp.isfile(teacher.checkpoint):
         return False
@@ -239,7 +239,7 @@ def evaluate_missing_final_epoch(run: SweepRun, execute: Executor, log: Logger) 
         )
 
     log(f'  no validation result of epoch {final_epoch} logged; evaluating {checkpoint}')
-    command = test_command(
+    command = evaluation_command(
         run.config,
         checkpoint,
         osp.join(run.work_dir, 'final_eval'),
@@ -310,7 +310,8 @@ def run_sweep(
 
     Raises:
         ValueError: if a run's work dir was started with another config or overrides.
-        RuntimeError: at the first run that fails; the runs after it are not started.
+        FileNotFoundError: if gpus > 1 and tools/dist_train.sh is missing, outside a dry run.
+        RuntimeError: at the first run that fails. The runs after it are not started.
     """
     for run in runs:
         check_run_settings(run)

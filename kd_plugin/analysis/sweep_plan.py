@@ -1,7 +1,7 @@
 """Plan a distillation temperature sweep: its runs and their tools/train.py commands.
 
 A sweep trains the baseline student once per seed and the distillation config once per
-temperature and seed, each in ``<sweep work dir>/<run name>``, in this order: seed by seed, the
+temperature and seed, each in ``<sweep work dir>/<run name>``. The runs go seed by seed, the
 baseline first and then the temperatures, so that an interrupted sweep has complete seeds.
 """
 
@@ -70,7 +70,7 @@ class TeacherEval:
         return osp.join(self.work_dir, 'metrics.json')
 
     def command(self) -> List[str]:
-        return test_command(self.config, self.checkpoint, self.work_dir, self.metrics_file)
+        return evaluation_command(self.config, self.checkpoint, self.work_dir, self.metrics_file)
 
 
 def plan_sweep(
@@ -134,22 +134,24 @@ def tool_path(name: str) -> str:
 def train_command(run: SweepRun, gpus: int = 1, resume_from: Optional[str] = None) -> List[str]:
     """Return the tools/train.py command of a run, or its tools/dist_train.sh form for gpus > 1.
 
-    MMYOLO's ``tools/dist_train.sh CONFIG GPUS ARGS...`` starts one tools/train.py process per
-    GPU with ``--launcher pytorch``; the batch size in the config is per GPU.
+    ``tools/dist_train.sh CONFIG GPUS ARGS...`` starts one tools/train.py process per GPU with
+    ``--launcher pytorch``, so the config's batch size is per GPU. The command sets the script's
+    PYTHON variable to this interpreter, because the script's default is ``python`` on PATH.
     """
     if gpus < 1:
         raise ValueError(f'gpus must be >= 1, got {gpus}')
     if gpus == 1:
         command = [sys.executable, tool_path('train.py'), run.config]
     else:
-        command = ['bash', tool_path('dist_train.sh'), run.config, str(gpus)]
+        launcher = ['env', f'PYTHON={sys.executable}', 'bash', tool_path('dist_train.sh')]
+        command = [*launcher, run.config, str(gpus)]
     command += ['--work-dir', run.work_dir]
     if resume_from is not None:
         command += ['--resume', resume_from]
     return command + ['--cfg-options', *run.cfg_options]
 
 
-def test_command(
+def evaluation_command(
     config: str,
     checkpoint: str,
     work_dir: str,
@@ -165,9 +167,16 @@ def test_command(
 
 
 def parse_cfg_options(options: Sequence[str]) -> dict:
-    """Parse ``key=value`` strings as tools/train.py's ``--cfg-options`` does."""
+    """Parse ``key=value`` strings as tools/train.py's ``--cfg-options`` does.
+
+    Raises:
+        ValueError: if an option has no ``=``.
+    """
     if not options:
         return {}
+    malformed = [option for option in options if '=' not in option]
+    if malformed:
+        raise ValueError(f'--cfg-options need the form key=value, got {malformed}')
     parser = argparse.ArgumentParser()
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args(['--cfg-options', *options]).cfg_options

@@ -91,9 +91,9 @@ def write_results(rows: Sequence[dict], out_dir: str) -> Dict[str, str]:
     """Write the run rows and their aggregate as CSV and Markdown, and plot the sweep.
 
     Returns:
-        Paths by kind: ``runs_csv`` (one row per run), ``summary_csv`` and ``summary_md``
-        (one row per role and temperature; see summary.aggregate_runs), and ``plot`` (PNG;
-        only when there are distilled runs).
+        Paths by kind: ``runs_csv`` with one row per run, ``summary_csv`` and
+        ``summary_md`` with one row per role and temperature (see summary.aggregate_runs),
+        and ``plot``, a PNG written only when there are distilled runs.
     """
     if not rows:
         raise ValueError(f'no finished runs to collect for {out_dir}; train some runs first')

@@ -149,6 +149,15 @@ def main(argv: Optional[List[str]] = None) -> None:
         baseline = train(STUDENT_CONFIG, baseline_dir, [])
         baseline_source = 'trained in this run'
         runs['baseline YOLOv5-n'] = baseline_dir
+        # The record that --baseline recorded reads, once copied to RECORDED_BASELINE.
+        record = dict(
+            command=f'python tools/train.py {STUDENT_CONFIG} --work-dir {baseline_dir}',
+            config=STUDENT_CONFIG,
+            date=time.strftime('%Y-%m-%d'),
+            metrics=baseline,
+        )
+        with open(osp.join(work_dir, 'baseline_record.json'), 'w') as f:
+            json.dump(record, f, indent=2)
     else:
         with open(RECORDED_BASELINE) as f:
             recorded = json.load(f)

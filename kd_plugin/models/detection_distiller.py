@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from mmengine.config import ConfigDict
 from mmengine.logging import print_log
-from mmengine.model import BaseModel, revert_sync_batchnorm
+from mmengine.model import BaseModel
 
 from ..losses.base import DistillLoss, validate_temperature
 from ..registry import MODELS
@@ -56,12 +56,11 @@ class DetectionDistiller(BaseModel):
         super().__init__(init_cfg=init_cfg)
         self.temperature = validate_temperature(temperature)
         self.student = build_detector(student)
-        self._teacher = FrozenTeacher(**self._check_teacher_config(teacher))
-        # MMYOLO's YOLODetector turns its BatchNorm layers into SyncBatchNorm when it is built in
-        # a process group of 2+ ranks (use_syncbn=True by default), the teacher included. The
-        # teacher only runs in eval mode, where both layers compute the same, so it is given
-        # plain BatchNorm back and never depends on the other ranks.
-        self._teacher.module = revert_sync_batchnorm(self._teacher.module)
+        # Building the teacher draws random numbers for layers its checkpoint then overwrites.
+        # A forked generator keeps them from shifting the student's initialisation, so a
+        # distilled run starts from the same weights as the baseline with the same seed.
+        with torch.random.fork_rng(devices=[]):
+            self._teacher = FrozenTeacher(**self._check_teacher_config(teacher))
         self.data_preprocessor = self.student.data_preprocessor
         self._check_preprocessors()
 

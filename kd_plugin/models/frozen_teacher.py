@@ -3,6 +3,7 @@
 from typing import Optional
 
 from mmengine.logging import print_log
+from mmengine.model import revert_sync_batchnorm
 
 from ..utils.checkpoint import check_state_dict_fits, get_state_dict, load_checkpoint_file
 from .build import ModelSource, build_detector
@@ -37,7 +38,11 @@ class FrozenTeacher:
                 'the teacher needs a checkpoint: set teacher=dict(config=..., '
                 "checkpoint='path/or/url.pth'); a teacher with random weights teaches nothing"
             )
-        self.module = build_detector(config)
+        # MMYOLO's YOLODetector turns its BatchNorm layers into SyncBatchNorm when it is built in
+        # a process group of 2+ ranks (use_syncbn=True by default). The teacher only runs in eval
+        # mode, where both compute the same, so it gets plain BatchNorm and never waits on
+        # other ranks.
+        self.module = revert_sync_batchnorm(build_detector(config))
         self.checkpoint = checkpoint
         self._load_weights(checkpoint, strict, trust_checkpoint)
         self.module.requires_grad_(False)

@@ -1,9 +1,9 @@
 """A real two-run temperature sweep on a BCCD subset, then its tables and curves.
 
 tools/train.py and tools/test.py run in this process through their ``main`` functions, with
-the exact argument lists that the sweep would start as child processes: a tiny baseline
-student, a tiny distilled student at temperature 2 and a tiny teacher evaluation, each with
-real MMEngine Runners. The collector then reads the scalars.json files those runs logged.
+the argument lists that the sweep would give its child processes. They train a tiny baseline
+student and a tiny distilled student at temperature 2, and evaluate a tiny teacher, each with
+a real MMEngine Runner. The collector then reads the scalars.json files those runs logged.
 """
 
 import csv

@@ -10,6 +10,7 @@ import itertools
 import json
 import os
 import os.path as osp
+import sys
 from typing import List, Optional
 
 import pytest
@@ -22,7 +23,13 @@ from kd_plugin.analysis.sweep import (
     latest_checkpoint,
     run_sweep,
 )
-from kd_plugin.analysis.sweep_plan import SweepRun, TeacherEval, plan_sweep, train_command
+from kd_plugin.analysis.sweep_plan import (
+    SweepRun,
+    TeacherEval,
+    parse_cfg_options,
+    plan_sweep,
+    train_command,
+)
 from kd_plugin.analysis.sweep_results import collect_rows, run_row
 from tests.conftest import BCCD_CONFIG_DIR
 
@@ -50,7 +57,7 @@ def final_map(command: List[str]) -> float:
 
 
 class FakeTools:
-    """Stands in for run_logged: executes tools/train.py and tools/test.py commands.
+    """Stand-in for run_logged that executes tools/train.py and tools/test.py commands.
 
     Args:
         stop_after_epoch: Maps a run folder name to the epoch after which its next training
@@ -155,9 +162,9 @@ def test_plan_order_and_commands(tmp_path):
 def test_multi_gpu_commands_use_dist_train(tmp_path):
     run = plan(tmp_path, extra_options=['train_cfg.max_epochs=10'])[1]
     command = train_command(run, gpus=8)
-    assert command[0] == 'bash'
-    assert command[1].endswith(osp.join('tools', 'dist_train.sh'))
-    assert command[2:4] == [KD_CONFIG, '8']
+    assert command[:3] == ['env', f'PYTHON={sys.executable}', 'bash']
+    assert command[3] == osp.relpath(osp.join(sweep.TOOLS_DIR, 'dist_train.sh'))
+    assert command[4:8] == [KD_CONFIG, '8', '--work-dir', str(tmp_path / 'kd_t1_seed0')]
     assert command[-3:] == ['model.temperature=1', 'randomness.seed=0', 'train_cfg.max_epochs=10']
 
 
@@ -176,6 +183,12 @@ def test_multi_gpu_commands_use_dist_train(tmp_path):
 def test_plan_rejects_bad_input(tmp_path, temperatures, seeds, extra_options, message):
     with pytest.raises(ValueError, match=message):
         plan(tmp_path, temperatures, seeds, extra_options)
+
+
+def test_cfg_options_need_key_value():
+    assert parse_cfg_options(['train_cfg.max_epochs=3']) == {'train_cfg.max_epochs': 3}
+    with pytest.raises(ValueError, match="key=value, got \\['max_epochs'\\]"):
+        parse_cfg_options(['train_cfg.val_interval=1', 'max_epochs'])
 
 
 def test_plan_rejects_missing_config(tmp_path):
@@ -242,7 +255,7 @@ def test_interrupted_run_stays_unfinished(tmp_path):
     assert argument(tools.commands[0], '--resume') == osp.join(runs[0].work_dir, 'epoch_2.pth')
 
 
-def test_final_checkpoint_without_marker_is_not_finished(tmp_path):
+def test_final_checkpoint_without_marker_resumes(tmp_path):
     # A complete-looking run (final checkpoint, validation of every epoch) whose marker is
     # missing, as after a kill between the end of tools/train.py and the marker write.
     runs = plan(tmp_path, temperatures=(2.0,))

@@ -233,3 +233,18 @@ def test_ema_copy_runs_its_own_student_weights(distiller_cfg):
         copy_cls = ema.module(inputs, mode='tensor')[0][0]
     assert torch.count_nonzero(copy_cls) == 0
     assert torch.count_nonzero(original_cls) > 0
+
+
+def test_student_starts_like_baseline_with_same_seed(distiller_cfg):
+    # Same seed, same student weights after init_weights, with or without a teacher beside it.
+    torch.manual_seed(3)
+    baseline = MODELS.build(copy.deepcopy(distiller_cfg['student']))
+    baseline.init_weights()
+    torch.manual_seed(3)
+    model = build(distiller_cfg)
+    model.init_weights()
+    baseline_state = baseline.state_dict()
+    student_state = model.student.state_dict()
+    assert baseline_state.keys() == student_state.keys()
+    for key, value in baseline_state.items():
+        assert torch.equal(value, student_state[key]), key
