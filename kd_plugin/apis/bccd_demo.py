@@ -57,15 +57,16 @@ def run_tool(args: List[str], log_file: str) -> None:
     print(f'\n$ {shlex.join(command)}\n  (log: {log_file})', flush=True)
     os.makedirs(osp.dirname(log_file), exist_ok=True)
     start = time.time()
-    with open(log_file, 'w') as log:
+    with open(log_file, 'w', buffering=1) as log:  # line-buffered, so the log can be followed
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
         )
         for line in process.stdout:
             log.write(line)
-            # Show progress (iteration, validation and error lines), not every warning.
+            # Show progress (iteration, validation and error lines), not every warning, without
+            # MMEngine's "date time - mmengine - INFO - " prefix.
             if any(word in line for word in ('Epoch(', 'coco/bbox_mAP', 'Error', 'error:')):
-                print('  ' + line.rstrip()[-160:], flush=True)
+                print('  ' + line.rstrip().split(' - INFO - ')[-1][:200], flush=True)
         returncode = process.wait()
     if returncode != 0:
         raise SystemExit(f'{args[0]} failed with exit code {returncode}; see {log_file}')
