@@ -96,7 +96,24 @@ def evaluate(config: str, checkpoint: str, work_dir: str) -> dict:
     }
 
 
+def finished_metrics(config: str, work_dir: str) -> Optional[dict]:
+    """Return the final metrics of a run in ``work_dir`` that validated its last epoch."""
+    from mmengine.config import Config
+
+    metrics = final_metrics(work_dir) if osp.isdir(work_dir) else None
+    if metrics and metrics.get('epoch') == Config.fromfile(config).train_cfg.max_epochs:
+        return metrics
+    return None
+
+
 def train(config: str, work_dir: str, cfg_options: List[str]) -> dict:
+    # Rerunning the job reuses finished runs, e.g. to print the table again after a crash later
+    # on. A run with overrides is always trained, since its work dir may hold another setting.
+    metrics = None if cfg_options else finished_metrics(config, work_dir)
+    if metrics is not None:
+        print(f'  {work_dir} already finished {metrics["epoch"]} epochs: reusing it', flush=True)
+        return metrics
+
     command = ['tools/train.py', config, '--work-dir', work_dir]
     if cfg_options:
         command += ['--cfg-options', *cfg_options]
@@ -113,10 +130,10 @@ def format_table(rows: List[Dict]) -> str:
         '|---|---|---|---|---|---|',
     ]
     for row in rows:
-        lines.append(
-            f'| {row["model"]} | {row["role"]} | {row["mAP"]:.3f} | {row["mAP50"]:.3f} | '
-            f'{row["mAP75"]:.3f} | {row["source"]} |'
+        values = ' | '.join(
+            '-' if row[key] is None else f'{row[key]:.3f}' for key in ('mAP', 'mAP50', 'mAP75')
         )
+        lines.append(f'| {row["model"]} | {row["role"]} | {values} | {row["source"]} |')
     return '\n'.join(lines)
 
 
@@ -159,19 +176,28 @@ def main(argv: Optional[List[str]] = None) -> None:
         )
         with open(osp.join(work_dir, 'baseline_record.json'), 'w') as f:
             json.dump(record, f, indent=2)
-    else:
+    elif osp.isfile(RECORDED_BASELINE):
         with open(RECORDED_BASELINE) as f:
             recorded = json.load(f)
         baseline = recorded['metrics']
         baseline_source = f'recorded ({RECORDED_BASELINE})'
         print(f'  recorded with: {recorded["command"]}', flush=True)
+    else:
+        baseline = None
+        baseline_source = f'not recorded: {RECORDED_BASELINE} is missing, use --baseline train'
+        print(f'  {baseline_source}', flush=True)
 
     print('[4/4] summary', flush=True)
     rows = [
         dict(
             model='YOLOv5-s', role='teacher', source='shipped checkpoint, evaluated now', **teacher
         ),
-        dict(model='YOLOv5-n', role='baseline student', source=baseline_source, **baseline),
+        dict(
+            model='YOLOv5-n',
+            role='baseline student',
+            source=baseline_source,
+            **(baseline or dict(mAP=None, mAP50=None, mAP75=None)),
+        ),
         dict(model='YOLOv5-n', role='distilled student', source='trained in this run', **distilled),
     ]
     table = format_table(rows)
