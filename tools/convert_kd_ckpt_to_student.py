@@ -8,6 +8,7 @@ Training with StudentExportHook already writes <checkpoint>_student.pth files af
 """
 
 import argparse
+import os
 
 from kd_plugin.utils import export_student_checkpoint
 
@@ -21,7 +22,12 @@ def main():
         action='store_true',
         help='unpickle any object in the input; only for files from a trusted source',
     )
+    parser.add_argument('--force', action='store_true', help='overwrite an existing output file')
     args = parser.parse_args()
+    if os.path.exists(args.output) and os.path.samefile(args.output, args.checkpoint):
+        raise SystemExit(f'output {args.output!r} is the input checkpoint; choose another path')
+    if os.path.exists(args.output) and not args.force:
+        raise SystemExit(f'output {args.output!r} exists; pass --force to overwrite it')
     export_student_checkpoint(args.checkpoint, args.output, trusted=args.trust_checkpoint)
 
 

@@ -1,5 +1,6 @@
 """A frozen teacher detector, hidden from the owning model's parameters and state dict."""
 
+import os
 from typing import Optional
 
 from mmengine.logging import print_log
@@ -49,15 +50,29 @@ class FrozenTeacher:
         self.module.eval()
 
     def _load_weights(self, checkpoint: str, strict: bool, trusted: bool) -> None:
-        state_dict = get_state_dict(load_checkpoint_file(checkpoint, trusted=trusted))
+        try:
+            loaded = load_checkpoint_file(checkpoint, trusted=trusted)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f'teacher checkpoint not found: {checkpoint!r} (relative paths start at '
+                f'{os.getcwd()}); run from the repository root, or set '
+                'model.teacher.checkpoint to the teacher weights'
+            ) from None
+        state_dict = get_state_dict(loaded)
         problem = check_state_dict_fits(self.module, state_dict, checkpoint)
         if problem and strict:
             raise ValueError(
                 f'{problem}. Check that teacher.config describes the model the checkpoint was '
-                'trained as, or set teacher.strict=False to load the matching part anyway.'
+                'trained as, or set teacher.strict=False to load only the keys whose shapes match.'
             )
         if problem:
             print_log(f'teacher loaded non-strictly: {problem}', logger='current', level=30)
+            expected = self.module.state_dict()
+            state_dict = {
+                key: value
+                for key, value in state_dict.items()
+                if key in expected and value.shape == expected[key].shape
+            }
         self.module.load_state_dict(state_dict, strict=False)
 
     def apply(self, fn) -> None:

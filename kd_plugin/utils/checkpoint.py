@@ -111,8 +111,9 @@ def load_checkpoint_file(path: str, trusted: bool = False) -> dict:
         if 'Weights only load failed' not in str(error):
             raise
         raise RuntimeError(
-            f'{path!r} was not loaded: it contains pickled objects outside the safe allow-list. '
-            'If the file comes from a source you trust, pass trust_checkpoint=True (teacher) or '
+            f'{path!r} was not loaded: it is not a checkpoint, or it contains pickled objects '
+            'outside the safe allow-list. '
+            'If it is a checkpoint from a source you trust, pass trust_checkpoint=True (teacher) or '
             f'--trust-checkpoint (tools/train.py). Details: {error}'
         ) from error
 
