@@ -35,12 +35,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         choices=['recorded', 'train'],
         default='recorded',
         help=f'use the baseline student recorded in {RECORDED_BASELINE} (default), or train '
-        'it now (about 18 more minutes on 2 cores)',
+        'it now (6.5 more minutes on 2 idle cores)',
     )
     parser.add_argument(
         '--train-teacher',
         action='store_true',
-        help=f'train the teacher (about 70 minutes on 2 cores) when {TEACHER_CHECKPOINT} is missing',
+        help=f'train the teacher (about an hour on 2 cores) when {TEACHER_CHECKPOINT} is missing',
     )
     parser.add_argument(
         '--cfg-options',
