@@ -80,7 +80,7 @@ def test_train_resume_export_and_plain_mmyolo_load(bccd_subset, teacher_checkpoi
     exported = osp.join(work_dir, 'epoch_2_student.pth')
     assert osp.isfile(exported)
 
-    # The export holds the checkpoint's student weights (EMA-averaged) and nothing else.
+    # The export contains the checkpoint's student weights (EMA-averaged) and nothing else.
     full = load_checkpoint_file(final_checkpoint)['state_dict']
     student = torch.load(exported, map_location='cpu', weights_only=True)
     assert set(student) == {'meta', 'state_dict'}

@@ -1,6 +1,6 @@
 """Read the scalars MMEngine's LocalVisBackend logs during training and evaluation.
 
-A work dir holds one ``<timestamp>/vis_data/scalars.json`` per run (a resumed run adds another).
+A work dir contains one ``<timestamp>/vis_data/scalars.json`` per run (a resumed run adds another).
 Each line is a JSON object: training lines carry ``loss*`` keys, ``lr`` and ``step`` (the
 iteration), validation lines carry ``coco/bbox_mAP``-style metrics and ``step`` (the epoch).
 """

@@ -66,7 +66,7 @@ class FactorSchedule:
         return self.end + (self.start - self.end) * (1 + math.cos(math.pi * progress)) / 2
 
     def values(self) -> Sequence[float]:
-        """The values the schedule can take at its ends (for validating ranges)."""
+        """Return the values the schedule takes at its ends, for validating ranges."""
         if self.policy == 'step':
             return [self.start * self.gamma**count for count in range(len(self.milestones) + 1)]
         if self.policy == 'constant':

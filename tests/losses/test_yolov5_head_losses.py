@@ -104,7 +104,7 @@ def test_softmax_is_taken_per_anchor_not_over_anchors_and_classes():
 
 
 def test_class_loss_weights_priors_by_teacher_objectness():
-    # Make the teacher certain that only prior 0 of level 0 holds an object: the weighted class
+    # Make the teacher certain that only prior 0 of level 0 contains an object: the weighted class
     # loss then equals the class KL of that prior alone (as a plain mean, not batch-scaled).
     student, teacher = head_outputs(seed=0), head_outputs(seed=1)
     teacher_obj = [torch.full_like(m, -50.0) for m in teacher[2]]
