@@ -345,7 +345,10 @@ def run_sweep(
         resume_from = latest_checkpoint(run.work_dir)
         command = train_command(run, gpus, resume_from)
         commands.append(command)
-        state = f'resuming from {resume_from}' if resume_from else 'starting'
+        if dry_run:
+            state = f'would resume from {resume_from}' if resume_from else 'would start'
+        else:
+            state = f'resuming from {resume_from}' if resume_from else 'starting'
         if dry_run:
             log(f'{prefix}, {state}:\n  {shlex.join(command)}')
             continue

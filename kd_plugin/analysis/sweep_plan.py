@@ -29,6 +29,8 @@ class SweepRun:
         work_dir: The run's work dir.
         extra_options: ``--cfg-options`` entries (``key=value``) that every run of the sweep
             gets after the temperature and the seed.
+        description: Progress label of a run that is neither a baseline nor a distilled run,
+            such as one optimizer setting of the optimizer benchmark.
     """
 
     name: str
@@ -38,6 +40,7 @@ class SweepRun:
     temperature: Optional[float]
     work_dir: str
     extra_options: Tuple[str, ...] = ()
+    description: Optional[str] = None
 
     @property
     def cfg_options(self) -> List[str]:
@@ -46,6 +49,8 @@ class SweepRun:
 
     @property
     def label(self) -> str:
+        if self.description is not None:
+            return f'{self.description}, seed {self.seed}'
         if self.role == 'baseline':
             return f'baseline student, seed {self.seed}'
         return f'distilled, T={self.temperature:g}, seed {self.seed}'

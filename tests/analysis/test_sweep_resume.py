@@ -315,7 +315,7 @@ def test_dry_run_writes_nothing(tmp_path):
     assert commands == [train_command(run) for run in runs]
     assert tools.commands == []
     assert not osp.exists(tmp_path / 'sweep')
-    assert messages[1].startswith('[2/3] distilled, T=1, seed 0, starting:\n  ')
+    assert messages[1].startswith('[2/3] distilled, T=1, seed 0, would start:\n  ')
 
 
 def test_multi_gpu_needs_dist_train(tmp_path, monkeypatch):
