@@ -39,6 +39,39 @@ def yolov5_model_cfg(widen_factor: float, num_classes: int = 3) -> dict:
     return model.to_dict()
 
 
+def random_batch(num_images: int = 2, size: int = 64, seed: int = 0) -> dict:
+    """Preprocessed random images [N, 3, size, size] with two ground-truth boxes per image.
+
+    ``data_samples`` has the form of MMYOLO's ``yolov5_collate``: ``bboxes_labels`` rows are
+    ``[image index, class, x1, y1, x2, y2]`` in input pixels.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    inputs = torch.rand(num_images, 3, size, size, generator=generator)
+    rows = []
+    for image in range(num_images):
+        rows.append([image, 0, 4.0, 4.0, 30.0, 30.0])
+        rows.append([image, 2, 32.0, 20.0, 60.0, 50.0])
+    img_metas = [dict(batch_input_shape=(size, size), img_shape=(size, size))] * num_images
+    return dict(
+        inputs=inputs, data_samples=dict(bboxes_labels=torch.tensor(rows), img_metas=img_metas)
+    )
+
+
+def use_bccd_subset(cfg: Config, subset: dict, batch_size: int = 4) -> None:
+    """Point a BCCD config's train, val and test data at the subset, loaded in-process."""
+    for loader, ann_file in (
+        (cfg.train_dataloader, subset['train_ann']),
+        (cfg.val_dataloader, subset['val_ann']),
+    ):
+        loader.dataset.ann_file = ann_file
+        loader.num_workers = 0
+        loader.persistent_workers = False
+    cfg.train_dataloader.batch_size = batch_size
+    cfg.val_evaluator.ann_file = subset['val_ann']
+    cfg.test_dataloader = cfg.val_dataloader
+    cfg.test_evaluator = cfg.val_evaluator
+
+
 def save_checkpoint(model: torch.nn.Module, path: str) -> str:
     torch.save({'meta': {}, 'state_dict': model.state_dict()}, path)
     return path

@@ -21,23 +21,9 @@ from tests.conftest import (
     TINY_STUDENT_WIDEN,
     TINY_TEACHER_WIDEN,
     bccd_config,
+    use_bccd_subset,
     yolov5_model_cfg,
 )
-
-
-def use_bccd_subset(cfg: Config, subset: dict) -> None:
-    """Point a BCCD config at the small annotation files, in-process data loading."""
-    for loader, ann in (
-        (cfg.train_dataloader, subset['train_ann']),
-        (cfg.val_dataloader, subset['val_ann']),
-    ):
-        loader.dataset.ann_file = ann
-        loader.num_workers = 0
-        loader.persistent_workers = False
-    cfg.train_dataloader.batch_size = 4
-    cfg.val_evaluator.ann_file = subset['val_ann']
-    cfg.test_dataloader = cfg.val_dataloader
-    cfg.test_evaluator = cfg.val_evaluator
 
 
 def kd_config(subset: dict, teacher_checkpoint: str, work_dir: str, max_epochs: int) -> Config:

@@ -29,7 +29,14 @@ import torch.nn as nn
 from mmengine.dist import get_world_size
 
 from ..registry import MODELS
-from .base import DistillLoss, binary_kl_with_logits, softmax_kl_with_logits, validate_temperature
+from .base import (
+    DistillContext,
+    DistillLoss,
+    binary_kl_with_logits,
+    softmax_kl_with_logits,
+    validate_temperature,
+)
+from .regions import RegionWeighting
 
 HeadOutputs = Tuple[Sequence[torch.Tensor], Sequence[torch.Tensor], Sequence[torch.Tensor]]
 
@@ -84,6 +91,9 @@ class YOLOv5HeadDistillLoss(DistillLoss):
             objectness logit. When False, every prior counts the same.
         scale_by_batch_size: Multiply the loss by the images per GPU times the number of GPUs,
             as YOLOv5Head does with its task losses. When False, the loss is a plain mean.
+        region: Region weighting config (see :class:`RegionWeighting`), or None. The region
+            weight of a grid cell applies to all its anchors and multiplies the objectness
+            weight when both are on.
         **kwargs: ``loss_weight``, ``temperature``, ``student_module`` and ``teacher_module``
             of :class:`DistillLoss`.
     """
@@ -92,11 +102,20 @@ class YOLOv5HeadDistillLoss(DistillLoss):
         self,
         weight_by_teacher_objectness: bool = True,
         scale_by_batch_size: bool = True,
+        region: Optional[dict] = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.weight_by_teacher_objectness = weight_by_teacher_objectness
         self.scale_by_batch_size = scale_by_batch_size
+        self.region = RegionWeighting.from_config(region)
+
+    @property
+    def needs_context(self) -> bool:
+        return self.region is not None
+
+    def context_teacher_modules(self) -> List[str]:
+        return self.region.teacher_modules() if self.region is not None else []
 
     def _batch_scale(self, student_outputs: HeadOutputs) -> float:
         if not self.scale_by_batch_size:
@@ -124,7 +143,12 @@ class YOLOv5HeadDistillLoss(DistillLoss):
                 )
 
     def _prepare(
-        self, student_outputs: HeadOutputs, teacher_outputs: HeadOutputs, part: int, width: int
+        self,
+        student_outputs: HeadOutputs,
+        teacher_outputs: HeadOutputs,
+        part: int,
+        width: int,
+        context: Optional[DistillContext] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """Return student and teacher logits [N, P, width] of one head part and prior weights."""
         names = ('cls_scores', 'bbox_preds', 'objectnesses')
@@ -135,7 +159,26 @@ class YOLOv5HeadDistillLoss(DistillLoss):
         if self.weight_by_teacher_objectness:
             check_same_shapes(student_outputs[2], teacher_outputs[2], names[2])
             weights = torch.sigmoid(flatten_priors(teacher_outputs[2], 1, names[2])[..., 0])
+        if self.region is not None:
+            region_weights = self._region_prior_weights(teacher_outputs, context)
+            weights = region_weights if weights is None else weights * region_weights
         return student_logits, teacher_logits, weights
+
+    def _region_prior_weights(
+        self, teacher_outputs: HeadOutputs, context: Optional[DistillContext]
+    ) -> torch.Tensor:
+        """Return the region weight of every prior, [N, P] in ``flatten_priors`` order."""
+        objectness_maps = teacher_outputs[2]
+        sizes = [tuple(level_map.shape[-2:]) for level_map in objectness_maps]
+        flat = []
+        for level_map, cell_weights in zip(
+            objectness_maps, self.region.weight_maps(sizes, context)
+        ):
+            batch, num_anchors, height, width = level_map.shape
+            # [N, 1, H, W] -> [N, A, H, W] -> [N, A*H*W], the anchor-major prior order.
+            per_anchor = cell_weights.to(level_map.device).expand(batch, num_anchors, -1, -1)
+            flat.append(per_anchor.reshape(batch, -1))
+        return torch.cat(flat, dim=1)
 
     def _temperature(self, temperature: Optional[float]) -> float:
         return self.temperature if temperature is None else validate_temperature(temperature)
@@ -163,6 +206,7 @@ class YOLOv5ClsDistillLoss(YOLOv5HeadDistillLoss):
         student_outputs: HeadOutputs,
         teacher_outputs: HeadOutputs,
         temperature: Optional[float] = None,
+        context: Optional[DistillContext] = None,
     ) -> torch.Tensor:
         """Return the weighted loss, a float32 scalar.
 
@@ -170,12 +214,13 @@ class YOLOv5ClsDistillLoss(YOLOv5HeadDistillLoss):
             student_outputs: The student head's ``(cls_scores, bbox_preds, objectnesses)``.
             teacher_outputs: The teacher head's outputs, shaped like the student's.
             temperature: Overrides ``self.temperature`` for this call (used by schedules).
+            context: Batch context; required when ``region`` is set.
         """
         temperature = self._temperature(temperature)
         num_classes = student_outputs[0][0].shape[1] // student_outputs[2][0].shape[1]
         with torch.autocast(device_type=student_outputs[0][0].device.type, enabled=False):
             student_logits, teacher_logits, weights = self._prepare(
-                student_outputs, teacher_outputs, part=0, width=num_classes
+                student_outputs, teacher_outputs, part=0, width=num_classes, context=context
             )
             student_logits = student_logits / temperature
             teacher_logits = teacher_logits / temperature
@@ -207,12 +252,13 @@ class YOLOv5ObjDistillLoss(YOLOv5HeadDistillLoss):
         student_outputs: HeadOutputs,
         teacher_outputs: HeadOutputs,
         temperature: Optional[float] = None,
+        context: Optional[DistillContext] = None,
     ) -> torch.Tensor:
         """Return the weighted loss, a float32 scalar (arguments as in the class loss)."""
         temperature = self._temperature(temperature)
         with torch.autocast(device_type=student_outputs[2][0].device.type, enabled=False):
             student_logits, teacher_logits, weights = self._prepare(
-                student_outputs, teacher_outputs, part=2, width=1
+                student_outputs, teacher_outputs, part=2, width=1, context=context
             )
             per_prior = binary_kl_with_logits(
                 student_logits[..., 0] / temperature, teacher_logits[..., 0] / temperature
@@ -236,12 +282,13 @@ class YOLOv5BBoxDistillLoss(YOLOv5HeadDistillLoss):
         student_outputs: HeadOutputs,
         teacher_outputs: HeadOutputs,
         temperature: Optional[float] = None,
+        context: Optional[DistillContext] = None,
     ) -> torch.Tensor:
         """Return the weighted loss, a float32 scalar (arguments as in the class loss)."""
         temperature = self._temperature(temperature)
         with torch.autocast(device_type=student_outputs[1][0].device.type, enabled=False):
             student_logits, teacher_logits, weights = self._prepare(
-                student_outputs, teacher_outputs, part=1, width=4
+                student_outputs, teacher_outputs, part=1, width=4, context=context
             )
             per_prior = binary_kl_with_logits(
                 student_logits / temperature, teacher_logits / temperature

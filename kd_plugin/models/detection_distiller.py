@@ -9,12 +9,16 @@ from mmengine.config import ConfigDict
 from mmengine.logging import print_log
 from mmengine.model import BaseModel
 
-from ..losses.base import DistillLoss, validate_temperature
+from ..losses.base import DistillContext, DistillLoss, validate_temperature
 from ..registry import MODELS
 from .build import ModelSource, build_detector
 from .frozen_teacher import FrozenTeacher
+from .preprocessing import TeacherInputConverter
 
 _TEACHER_KEYS = ('config', 'checkpoint', 'strict', 'trust_checkpoint')
+# Side in pixels of the zero batch that probes output shapes for connectors. A multiple of 128,
+# so that every level up to stride 128 (RetinaNet's P7) has whole cells.
+_PROBE_INPUT_SIZE = 256
 
 
 @MODELS.register_module()
@@ -40,7 +44,9 @@ class DetectionDistiller(BaseModel):
             looked up in kd_plugin's registry first. A config without ``temperature`` gets the
             distiller's.
         temperature: Default softening temperature of the distillation losses, > 0.
-        data_preprocessor: Unused; the student's data preprocessor serves both models.
+        data_preprocessor: Unused; the student's data preprocessor serves both models. When the
+            teacher's preprocessor has another mean, std or channel order, each batch is
+            converted to it, see :class:`TeacherInputConverter`.
         init_cfg: MMEngine initialisation config of the student.
     """
 
@@ -62,7 +68,9 @@ class DetectionDistiller(BaseModel):
         with torch.random.fork_rng(devices=[]):
             self._teacher = FrozenTeacher(**self._check_teacher_config(teacher))
         self.data_preprocessor = self.student.data_preprocessor
-        self._check_preprocessors()
+        self._teacher_inputs = TeacherInputConverter(
+            self.data_preprocessor, self.teacher.data_preprocessor
+        )
 
         # Set by DistillScheduleHook: the current multiple of each loss's base temperature, the
         # current multiple of every distillation loss weight, and whether distillation runs.
@@ -73,10 +81,14 @@ class DetectionDistiller(BaseModel):
         self.distill_losses = nn.ModuleDict()
         self._records: Dict[str, Dict[str, Any]] = {'student': {}, 'teacher': {}}
         self._recording = False
-        for name, loss_cfg in distill_losses.items():
-            self.distill_losses[name] = self._build_loss(name, loss_cfg)
+        # Connectors draw random numbers too; the same fork keeps the student's init unchanged.
+        with torch.random.fork_rng(devices=[]):
+            for name, loss_cfg in distill_losses.items():
+                self.distill_losses[name] = self._build_loss(name, loss_cfg)
+            self._configure_losses_from_probe()
         if not self.distill_losses:
             raise ValueError('distill_losses is empty; give at least one distillation loss')
+        self._needs_context = any(loss.needs_context for loss in self.distill_losses.values())
         self._log_setup()
 
     @property
@@ -100,25 +112,6 @@ class DetectionDistiller(BaseModel):
             )
         return dict(teacher)
 
-    def _check_preprocessors(self) -> None:
-        # Both models read the tensors the student's preprocessor makes, so both must have been
-        # trained on the same normalisation and channel order.
-        # TODO: convert between normalisations to allow teachers of other families.
-        teacher_preprocessor = self.teacher.data_preprocessor
-        for attribute in ('mean', 'std', '_channel_conversion'):
-            student_value = getattr(self.data_preprocessor, attribute, None)
-            teacher_value = getattr(teacher_preprocessor, attribute, None)
-            if isinstance(student_value, torch.Tensor) and isinstance(teacher_value, torch.Tensor):
-                same = torch.equal(student_value.flatten(), teacher_value.flatten())
-            else:
-                same = student_value == teacher_value
-            if not same:
-                raise ValueError(
-                    f'teacher and student data preprocessors differ in {attribute.strip("_")}: '
-                    f'teacher {teacher_value}, student {student_value}; give the teacher config '
-                    "the student's data_preprocessor settings"
-                )
-
     def _build_loss(self, name: str, loss_cfg: dict) -> DistillLoss:
         if not name.startswith('loss_kd_'):
             raise ValueError(
@@ -141,7 +134,52 @@ class DetectionDistiller(BaseModel):
         loss.check_modules(student_module, teacher_module)
         self._record_output('student', loss.student_module, student_module)
         self._record_output('teacher', loss.teacher_module, teacher_module)
+        for path in loss.context_teacher_modules():
+            module = self._get_submodule(self.teacher, path, 'teacher', name)
+            self._record_output('teacher', path, module)
         return loss
+
+    def _configure_losses_from_probe(self) -> None:
+        """Pass both models' outputs for a zero batch to the losses that need output shapes.
+
+        Both models run ``extract_feat`` (and, when a recorded module is not reached by it, the
+        ``'tensor'`` mode forward) on a zero batch of _PROBE_INPUT_SIZE pixels under no_grad in
+        eval mode, so BatchNorm statistics do not change. The student's training flags are
+        restored afterwards, module by module.
+        """
+        losses = [loss for loss in self.distill_losses.values() if loss.needs_output_shapes]
+        if not losses:
+            return
+        wanted_paths = {
+            'student': {loss.student_module for loss in losses},
+            'teacher': {loss.teacher_module for loss in losses},
+        }
+        student_modes = [(module, module.training) for module in self.student.modules()]
+        device = next(self.student.parameters()).device
+        dummy = torch.zeros(1, 3, _PROBE_INPUT_SIZE, _PROBE_INPUT_SIZE, device=device)
+        self.student.eval()
+        self._recording = True
+        try:
+            with torch.no_grad():
+                for model, role in ((self.student, 'student'), (self.teacher, 'teacher')):
+                    model.extract_feat(dummy)
+                    if any(self._records[role][path] is None for path in wanted_paths[role]):
+                        model(dummy, None, mode='tensor')
+                for loss in losses:
+                    student_outputs = self._records['student'][loss.student_module]
+                    teacher_outputs = self._records['teacher'][loss.teacher_module]
+                    if student_outputs is None or teacher_outputs is None:
+                        raise ValueError(
+                            f'{type(loss).__name__} needs the output shapes of student module '
+                            f'{loss.student_module!r} and teacher module '
+                            f'{loss.teacher_module!r}, but a probe forward did not reach them'
+                        )
+                    loss.configure_from_outputs(student_outputs, teacher_outputs)
+        finally:
+            self._recording = False
+            self._clear_records()
+            for module, training in student_modes:
+                module.training = training
 
     @staticmethod
     def _get_submodule(model: nn.Module, path: str, role: str, loss_name: str) -> nn.Module:
@@ -173,19 +211,28 @@ class DetectionDistiller(BaseModel):
 
         module.forward = types.MethodType(recording_forward, module)
 
+    def _clear_records(self) -> None:
+        # Dropping the references frees the recorded tensors with the graph.
+        for records in self._records.values():
+            for path in records:
+                records[path] = None
+
     def _log_setup(self) -> None:
-        losses = ', '.join(
-            f'{name}: {type(loss).__name__}(weight={loss.loss_weight}, '
-            f'temperature={loss.temperature})'
-            for name, loss in self.distill_losses.items()
-        )
+        described = []
+        for name, loss in self.distill_losses.items():
+            details = f'weight={loss.loss_weight}, temperature={loss.temperature}'
+            connectors = getattr(loss, 'connectors', None)
+            if connectors:
+                details += f', connectors on levels [{", ".join(connectors)}]'
+            described.append(f'{name}: {type(loss).__name__}({details})')
+        losses = ', '.join(described)
         student_params = sum(p.numel() for p in self.student.parameters())
         print_log(
             f'distillation: student {type(self.student).__name__} '
             f'({student_params / 1e6:.2f}M trainable parameters), teacher '
             f'{type(self.teacher).__name__} ({self._teacher.num_parameters() / 1e6:.2f}M frozen '
             f'parameters, checkpoint {self._teacher.checkpoint}), temperature '
-            f'{self.temperature}, losses {{{losses}}}',
+            f'{self.temperature}, losses {{{losses}}}; {self._teacher_inputs.describe()}',
             logger='current',
         )
 
@@ -253,28 +300,31 @@ class DetectionDistiller(BaseModel):
         if not self.distill_enabled:
             return self._add_idle_distill_parameters(self.student.loss(inputs, data_samples))
 
-        # Run both models once; the hooks keep the outputs the distillation losses compare.
+        # Run both models once; the wrapped forwards keep the outputs the losses compare.
         self._recording = True
         try:
             with torch.no_grad():
-                self.teacher(inputs, data_samples, mode='tensor')
+                teacher_inputs = self._teacher_inputs(inputs, data_samples)
+                self.teacher(teacher_inputs, data_samples, mode='tensor')
             losses = self.student.loss(inputs, data_samples)
         finally:
             self._recording = False
         student_records, teacher_records = self._records['student'], self._records['teacher']
+        context = None
+        if self._needs_context:
+            context = DistillContext.from_batch(inputs, data_samples, teacher_records)
 
-        for name, distill_loss in self.distill_losses.items():
-            if name in losses:
-                raise ValueError(f'distillation loss {name!r} clashes with a student loss key')
-            value = distill_loss(
-                student_records[distill_loss.student_module],
-                teacher_records[distill_loss.teacher_module],
-                temperature=distill_loss.temperature * self.temperature_factor,
-            )
-            losses[name] = value * self.distill_weight_factor
-
-        # Drop the references so the recorded tensors are freed with the graph.
-        for records in (student_records, teacher_records):
-            for path in records:
-                records[path] = None
+        try:
+            for name, distill_loss in self.distill_losses.items():
+                if name in losses:
+                    raise ValueError(f'distillation loss {name!r} clashes with a student loss key')
+                value = distill_loss(
+                    student_records[distill_loss.student_module],
+                    teacher_records[distill_loss.teacher_module],
+                    temperature=distill_loss.temperature * self.temperature_factor,
+                    context=context if distill_loss.needs_context else None,
+                )
+                losses[name] = value * self.distill_weight_factor
+        finally:
+            self._clear_records()
         return losses

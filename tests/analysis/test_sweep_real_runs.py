@@ -29,9 +29,10 @@ from tests.conftest import (
     TINY_STUDENT_WIDEN,
     TINY_TEACHER_WIDEN,
     bccd_config,
+    use_bccd_subset,
     yolov5_model_cfg,
 )
-from tests.test_end_to_end import kd_config, use_bccd_subset
+from tests.test_end_to_end import kd_config
 
 MAX_EPOCHS = 2  # 8 images / batch 8 = 1 iteration per epoch, validated after each epoch
 TEMPERATURE = 2.0

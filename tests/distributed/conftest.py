@@ -21,6 +21,7 @@ from tests.conftest import (
     TINY_STUDENT_WIDEN,
     TINY_TEACHER_WIDEN,
     bccd_config,
+    use_bccd_subset,
     yolov5_model_cfg,
 )
 
@@ -117,18 +118,8 @@ def dist_kd_config(
     )
     cfg.model.distill_losses.loss_kd_probe = dict(type='ProbeScaledClsDistillLoss')
 
-    for loader, ann_file in (
-        (cfg.train_dataloader, subset['train_ann']),
-        (cfg.val_dataloader, subset['val_ann']),
-    ):
-        loader.dataset.ann_file = ann_file
-        loader.num_workers = 0
-        loader.persistent_workers = False
-    cfg.train_dataloader.batch_size = BATCH_SIZE_PER_PROC
+    use_bccd_subset(cfg, subset, batch_size=BATCH_SIZE_PER_PROC)
     cfg.val_dataloader.batch_size = BATCH_SIZE_PER_PROC
-    cfg.val_evaluator.ann_file = subset['val_ann']
-    cfg.test_dataloader = cfg.val_dataloader
-    cfg.test_evaluator = cfg.val_evaluator
     cfg.optim_wrapper.optimizer.batch_size_per_gpu = BATCH_SIZE_PER_PROC
 
     cfg.train_cfg.max_epochs = max_epochs
@@ -154,21 +145,3 @@ def load_probes(work_dir: str) -> List[dict]:
     """Return the probe records of rank 0 and rank 1 of a finished run, in rank order."""
     paths = [osp.join(work_dir, 'probe', f'rank{rank}.pth') for rank in range(NUM_PROCS)]
     return [torch.load(path, map_location='cpu', weights_only=False) for path in paths]
-
-
-def random_batch(num_images: int = 2, size: int = 64, seed: int = 0) -> dict:
-    """Preprocessed random images [N, 3, size, size] with two ground-truth boxes per image.
-
-    ``data_samples`` has the form of MMYOLO's ``yolov5_collate``: ``bboxes_labels`` rows are
-    ``[image index, class, x1, y1, x2, y2]`` in input pixels.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    inputs = torch.rand(num_images, 3, size, size, generator=generator)
-    rows = []
-    for image in range(num_images):
-        rows.append([image, 0, 4.0, 4.0, 30.0, 30.0])
-        rows.append([image, 2, 32.0, 20.0, 60.0, 50.0])
-    img_metas = [dict(batch_input_shape=(size, size), img_shape=(size, size))] * num_images
-    return dict(
-        inputs=inputs, data_samples=dict(bboxes_labels=torch.tensor(rows), img_metas=img_metas)
-    )

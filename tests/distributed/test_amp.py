@@ -12,8 +12,7 @@ from mmengine.runner.amp import autocast
 
 from kd_plugin.apis.train import load_config, parse_args
 from kd_plugin.dist import CPUAmpOptimWrapper
-from tests.conftest import BCCD_CONFIG_DIR
-from tests.distributed.conftest import random_batch
+from tests.conftest import BCCD_CONFIG_DIR, random_batch
 
 KD_CONFIG = osp.join(BCCD_CONFIG_DIR, 'kd_yolov5_s-to-n_320_20e_bccd.py')
 KD_LOSSES = ('loss_kd_cls', 'loss_kd_obj', 'loss_kd_bbox')

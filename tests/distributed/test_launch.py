@@ -23,9 +23,8 @@ from kd_plugin.dist import (
     read_launcher_env,
     setup_distributed,
 )
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, random_batch
 from tests.distributed import probe  # noqa: F401  (registers ProbeScaledClsDistillLoss)
-from tests.distributed.conftest import random_batch
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU-only code path')
 

@@ -8,23 +8,7 @@ from mmengine.model import ExponentialMovingAverage
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import MODELS
 
-from tests.conftest import TINY_TEACHER_WIDEN, save_checkpoint, yolov5_model_cfg
-
-
-def make_batch(num_images: int = 2, size: int = 64, seed: int = 0) -> dict:
-    """Preprocessed inputs and YOLOv5 'fast' data samples with two boxes per image."""
-    generator = torch.Generator().manual_seed(seed)
-    inputs = torch.rand(num_images, 3, size, size, generator=generator)
-    # bboxes_labels rows: [image index, class, x1, y1, x2, y2] in input pixels.
-    rows = []
-    for image in range(num_images):
-        rows.append([image, 0, 4.0, 4.0, 30.0, 30.0])
-        rows.append([image, 2, 32.0, 20.0, 60.0, 50.0])
-    img_metas = [dict(batch_input_shape=(size, size), img_shape=(size, size))] * num_images
-    return dict(
-        inputs=inputs,
-        data_samples=dict(bboxes_labels=torch.tensor(rows), img_metas=img_metas),
-    )
+from tests.conftest import TINY_TEACHER_WIDEN, random_batch, save_checkpoint, yolov5_model_cfg
 
 
 def build(cfg: dict):
@@ -33,7 +17,7 @@ def build(cfg: dict):
 
 def test_loss_returns_task_and_distillation_keys(distiller_cfg):
     model = build(distiller_cfg)
-    losses = model(**make_batch(), mode='loss')
+    losses = model(**random_batch(), mode='loss')
     assert {'loss_cls', 'loss_obj', 'loss_bbox'} <= set(losses)
     for name in ('loss_kd_cls', 'loss_kd_obj', 'loss_kd_bbox'):
         assert torch.isfinite(losses[name])
@@ -42,7 +26,7 @@ def test_loss_returns_task_and_distillation_keys(distiller_cfg):
 
 def test_no_gradient_reaches_teacher(distiller_cfg):
     model = build(distiller_cfg)
-    losses = model(**make_batch(), mode='loss')
+    losses = model(**random_batch(), mode='loss')
     sum(value for name, value in losses.items() if name.startswith('loss_kd_')).backward()
     assert all(p.grad is None for p in model.teacher.parameters())
     assert all(not p.requires_grad for p in model.teacher.parameters())
@@ -64,7 +48,7 @@ def test_teacher_stays_in_eval_mode_after_train(distiller_cfg):
 def test_teacher_batchnorm_statistics_do_not_change(distiller_cfg):
     model = build(distiller_cfg).train()
     before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
-    model(**make_batch(), mode='loss')
+    model(**random_batch(), mode='loss')
     after = model.teacher.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
@@ -98,7 +82,7 @@ def test_ema_copy_shares_teacher_and_averages_student_only(distiller_cfg):
 
 def test_predict_uses_student(distiller_cfg):
     model = build(distiller_cfg).eval()
-    batch = make_batch()
+    batch = random_batch()
     with torch.no_grad():
         distiller_out = model(batch['inputs'], mode='tensor')
         student_out = model.student(batch['inputs'], mode='tensor')
@@ -112,14 +96,14 @@ def test_disabled_distillation_skips_teacher(distiller_cfg):
     model.distill_enabled = False
     calls = []
     model.teacher.register_forward_hook(lambda *args: calls.append(1))
-    losses = model(**make_batch(), mode='loss')
+    losses = model(**random_batch(), mode='loss')
     assert not any(name.startswith('loss_kd_') for name in losses)
     assert not calls
 
 
 def test_weight_factor_scales_distillation_losses(distiller_cfg):
     model = build(distiller_cfg)
-    batch = make_batch()
+    batch = random_batch()
     full = model(**batch, mode='loss')['loss_kd_obj']
     model.distill_weight_factor = 0.25
     quarter = model(**batch, mode='loss')['loss_kd_obj']
@@ -232,7 +216,7 @@ def test_ema_copy_runs_its_own_student_weights(distiller_cfg):
     ema = ExponentialMovingAverage(model)
     for parameter in ema.module.student.bbox_head.parameters():
         parameter.data.zero_()
-    inputs = make_batch()['inputs']
+    inputs = random_batch()['inputs']
     with torch.no_grad():
         original_cls = model(inputs, mode='tensor')[0][0]
         copy_cls = ema.module(inputs, mode='tensor')[0][0]
