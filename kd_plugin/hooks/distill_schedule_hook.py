@@ -81,6 +81,26 @@ class FactorSchedule:
         return f'{self.policy}({self.start} -> {self.end}, {self.begin}..{self.stop or "end"})'
 
 
+def check_teacher_classes(model, dataset) -> None:
+    """Raise ValueError if the teacher checkpoint's class names differ from the training set's.
+
+    Distillation compares class scores channel by channel, so the teacher's class order must be
+    the student's. Nothing is checked when either side does not record its classes.
+    """
+    teacher_classes = model._teacher.classes
+    metainfo = getattr(dataset, 'metainfo', None) or {}
+    dataset_classes = metainfo.get('classes')
+    if teacher_classes is None or not dataset_classes:
+        return
+    if tuple(teacher_classes) != tuple(dataset_classes):
+        raise ValueError(
+            f'the teacher checkpoint {model._teacher.checkpoint} was trained on classes '
+            f'{tuple(teacher_classes)}, but the training set has {tuple(dataset_classes)}; '
+            "give the dataset the teacher's classes in the same order (metainfo=dict(classes="
+            '...)) or use a teacher trained on these classes'
+        )
+
+
 @HOOKS.register_module()
 class DistillScheduleHook(Hook):
     """Set the distiller's temperature factor, loss-weight factor and on/off state each iteration.
@@ -145,6 +165,7 @@ class DistillScheduleHook(Hook):
 
     def before_train(self, runner) -> None:
         model = self._distiller(runner)
+        check_teacher_classes(model, runner.train_dataloader.dataset)
         stop = 'never' if self.stop_epoch is None else f'at epoch {self.stop_epoch}'
         print_log(
             f'distillation schedule ({"epochs" if self.by_epoch else "iterations"}): '

@@ -1,6 +1,7 @@
 """Export the student of the final and best distillation checkpoints when training ends."""
 
 import glob
+import os
 import os.path as osp
 from typing import List
 
@@ -28,13 +29,33 @@ def find_checkpoints(work_dir: str) -> List[str]:
     return found
 
 
+def remove_stale_best_exports(work_dir: str) -> List[str]:
+    """Delete ``best_*_student.pth`` files whose best checkpoint no longer exists.
+
+    MMEngine's CheckpointHook deletes the previous best checkpoint when a better one is saved,
+    for example when a finished run is resumed and trained further. The student export of that
+    old best would otherwise stay beside the new one and look like the current best.
+
+    Returns:
+        The deleted paths.
+    """
+    removed = []
+    for export in sorted(glob.glob(osp.join(work_dir, 'best_*' + STUDENT_SUFFIX))):
+        source = export[: -len(STUDENT_SUFFIX)] + '.pth'
+        if not osp.isfile(source):
+            os.remove(export)
+            removed.append(export)
+    return removed
+
+
 @HOOKS.register_module()
 class StudentExportHook(Hook):
     """After training, write ``<checkpoint>_student.pth`` beside the last and best checkpoints.
 
     The exported files hold the student detector alone, loadable by plain MMYOLO or
     MMDetection (``tools/test.py``, ``init_detector``) without kd_plugin. The full checkpoints
-    are kept, so resuming still works. Only the main process writes.
+    are kept, so resuming still works. The export of a best checkpoint that MMEngine has since
+    replaced is deleted. Only the main process writes.
     """
 
     priority = 'LOWEST'
@@ -52,3 +73,8 @@ class StudentExportHook(Hook):
             )
         for checkpoint in checkpoints:
             export_student_checkpoint(checkpoint, checkpoint[: -len('.pth')] + STUDENT_SUFFIX)
+        for export in remove_stale_best_exports(runner.work_dir):
+            print_log(
+                f'deleted {export}: its best checkpoint was replaced by a better one',
+                logger='current',
+            )

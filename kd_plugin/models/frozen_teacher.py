@@ -1,13 +1,23 @@
 """A frozen teacher detector, hidden from the owning model's parameters and state dict."""
 
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 from mmengine.logging import print_log
 from mmengine.model import revert_sync_batchnorm
 
 from ..utils.checkpoint import check_state_dict_fits, get_state_dict, load_checkpoint_file
 from .build import ModelSource, build_detector
+
+
+def checkpoint_classes(checkpoint: object) -> Optional[Tuple[str, ...]]:
+    """Return the class names a checkpoint's meta records, None if it records none."""
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    if not isinstance(meta, dict):
+        return None
+    dataset_meta = meta.get('dataset_meta') or {}
+    classes = dataset_meta.get('classes') or meta.get('CLASSES')
+    return tuple(classes) if classes else None
 
 
 class FrozenTeacher:
@@ -45,6 +55,9 @@ class FrozenTeacher:
         # other ranks.
         self.module = revert_sync_batchnorm(build_detector(config))
         self.checkpoint = checkpoint
+        # Class names in the checkpoint's meta (MMEngine: dataset_meta.classes, MMDetection 2.x:
+        # CLASSES), in training order; None when the checkpoint does not record them.
+        self.classes: Optional[Tuple[str, ...]] = None
         self._load_weights(checkpoint, strict, trust_checkpoint)
         self.module.requires_grad_(False)
         self.module.eval()
@@ -58,6 +71,7 @@ class FrozenTeacher:
                 f'{os.getcwd()}); run from the repository root, or set '
                 'model.teacher.checkpoint to the teacher weights'
             ) from None
+        self.classes = checkpoint_classes(loaded)
         state_dict = get_state_dict(loaded)
         problem = check_state_dict_fits(self.module, state_dict, checkpoint)
         if problem and strict:
