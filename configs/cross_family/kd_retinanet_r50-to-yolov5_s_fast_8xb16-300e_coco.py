@@ -23,7 +23,8 @@ model = dict(
         # YOLOv5's neck outputs strides 8, 16 and 32 (128, 256 and 512 channels); RetinaNet's FPN
         # outputs strides 8 to 128 (P3-P7, 256 channels). The first three teacher levels have the
         # student's strides; 'auto' adds a 1x1 conv + BN connector per level for the channels.
-        # Weight 3 = 1 per level, as in MMYOLO's RTMDet channel-wise distillation configs.
+        # Weight 3 = 1 per level, as in MMYOLO's RTMDet channel-wise distillation configs (which
+        # compare normalised pre-activation features): a starting point to tune.
         loss_kd_neck=dict(
             type='ChannelWiseDistillLoss',
             loss_weight=3.0,

@@ -16,12 +16,15 @@ model = dict(
         'gfl_r101_fpn_mstrain_2x_coco/gfl_r101_fpn_mstrain_2x_coco_20200629_200126-dd12f847.pth',
     ),
     distill_losses=dict(
-        # T = 10 and weight 0.25: the LD settings of MMDetection's ld_r50-gflv1-r101 config, which
-        # uses the same teacher.
+        # LD on the cells inside ground-truth boxes, where GFL trains its edge distributions.
+        # T = 10 and weight 0.25 come from MMDetection's ld_r50-gflv1-r101 config (same teacher),
+        # whose loss sums over positives and averages over bins; this one averages over cells and
+        # sums over bins, so the weight is a starting point to tune, not the same strength.
         loss_kd_ld=dict(
             type='LocalizationDistillLoss',
             loss_weight=0.25,
             temperature=10.0,
+            region=dict(gt_boxes=True),
             student_module='bbox_head',
             teacher_module='bbox_head',
         ),

@@ -18,7 +18,9 @@ model = dict(
     ),
     distill_losses=dict(
         # One entry covers the P3-P5 outputs and averages them. MMYOLO's own RTMDet distillation
-        # configs put weight 1 on each of the 3 levels at T = 1, hence 3 here. RTMDet-s has 128
+        # configs put weight 1 on each of the 3 levels at T = 1, hence 3 here. They compare the
+        # neck's pre-activation convs after a normalisation, this loss the neck outputs, so the
+        # weight is a starting point to tune. RTMDet-s has 128
         # neck channels and RTMDet-m 192, so 'auto' adds a 1x1 conv + BN connector per level.
         loss_kd_neck=dict(
             type='ChannelWiseDistillLoss',

@@ -17,9 +17,11 @@ model = dict(
         'yolov8_l_syncbn_fast_8xb16-500e_coco_20230217_182526-189611b6.pth',
     ),
     distill_losses=dict(
-        # One entry covers the P3-P5 outputs and averages them: weight 3 = 1 per level, the value
-        # of MMYOLO's RTMDet channel-wise distillation configs. The neck widths differ (YOLOv8-s
-        # 128/256/512, YOLOv8-l 256/512/512), so 'auto' adds a 1x1 conv + BN connector per level.
+        # One entry covers the P3-P5 outputs and averages them. Weight 3 = 1 per level as in
+        # MMYOLO's RTMDet CWD configs, which compare normalised pre-activation neck convs; this
+        # loss compares the neck outputs as they are, so the weight is a starting point to tune.
+        # The neck widths differ (YOLOv8-s 128/256/512, YOLOv8-l 256/512/512), so 'auto' adds a
+        # 1x1 conv + BN connector per level.
         loss_kd_neck=dict(
             type='ChannelWiseDistillLoss',
             loss_weight=3.0,
@@ -28,11 +30,15 @@ model = dict(
             teacher_module='neck',
             connector='auto',
         ),
-        # T = 10 and weight 0.25 are the settings of MMDetection's LD configs for GFL.
+        # LD on the cells inside ground-truth boxes: DFL trains the teacher's edge distributions
+        # on positive priors only. T = 10 and weight 0.25 are MMDetection's LD settings, but its
+        # loss sums over positives and averages over bins while this one averages over cells and
+        # sums over bins, so the same weight is not the same strength: tune it.
         loss_kd_ld=dict(
             type='LocalizationDistillLoss',
             loss_weight=0.25,
             temperature=10.0,
+            region=dict(gt_boxes=True),
             student_module='bbox_head',
             teacher_module='bbox_head',
         ),

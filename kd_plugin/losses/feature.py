@@ -326,7 +326,8 @@ class NormalizedMSEDistillLoss(FeatureDistillLoss):
     """Mean squared error between channel-standardised feature maps (Pearson-style).
 
     Each channel of each image is standardised over its H x W cells to mean 0 and standard
-    deviation 1, (x - mean) / sqrt(var + eps), as in Pearson-correlation distillation (PKD). For
+    deviation 1, (x - mean) / sqrt(var + eps). Pearson-correlation distillation (PKD) is similar
+    but standardises over N x H x W and halves the MSE, so its weights are twice these. For
     eps near 0 the MSE of the standardised maps is 2 * (1 - r), with r the Pearson correlation of
     the two channels, so the loss ignores the scale and offset of each channel. It has no temperature:
     ``temperature`` is accepted and ignored.

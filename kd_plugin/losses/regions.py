@@ -130,7 +130,12 @@ class RegionWeighting:
 
     def _gt_mask(self, context: DistillContext, height: int, width: int) -> torch.Tensor:
         input_height, input_width = context.batch_input_shape
-        scale = torch.tensor([width / input_width, height / input_height] * 2, dtype=torch.float32)
+        # A level of stride s has ceil(input / s) cells, so input / cells is not the stride when
+        # the padded input is no multiple of s (RetinaNet's P7 on a 1216-pixel input: 10 cells of
+        # stride 128). Detector strides are powers of two, so the ratio rounds to the stride.
+        stride_x = 2.0 ** round(math.log2(input_width / width))
+        stride_y = 2.0 ** round(math.log2(input_height / height))
+        scale = torch.tensor([1 / stride_x, 1 / stride_y] * 2, dtype=torch.float32)
         masks = []
         for bboxes in context.gt_bboxes:
             bboxes = bboxes.float()
@@ -169,8 +174,41 @@ class RegionWeighting:
                 'a tuple whose first element is a list of class logit maps [N, C, H, W], got '
                 f'{type(output).__name__}'
             )
-        # The maximum of sigmoids is the sigmoid of the maximum logit.
-        return [level.detach().float().amax(dim=1).sigmoid() for level in class_logits]
+        quality = output[2] if isinstance(output, (tuple, list)) and len(output) == 3 else None
+        if not self._is_quality_output(class_logits, quality):
+            # The maximum of sigmoids is the sigmoid of the maximum logit.
+            return [level.detach().float().amax(dim=1).sigmoid() for level in class_logits]
+
+        # Heads with objectness (YOLOv5, YOLOX) or centerness (FCOS) score a prior as
+        # sigmoid(class) x sigmoid(quality); their class logits alone are only trained on
+        # positives. With A priors per cell, class maps have A x C channels, quality maps A.
+        scores = []
+        for level_logits, level_quality in zip(class_logits, quality):
+            batch, channels, height, width = level_logits.shape
+            num_priors = level_quality.shape[1]
+            per_prior = (
+                level_logits.detach()
+                .float()
+                .reshape(batch, num_priors, channels // num_priors, height, width)
+            )
+            class_scores = per_prior.amax(dim=2).sigmoid()
+            prior_scores = class_scores * level_quality.detach().float().sigmoid()
+            scores.append(prior_scores.amax(dim=1))
+        return scores
+
+    @staticmethod
+    def _is_quality_output(class_logits: List[torch.Tensor], quality: Any) -> bool:
+        """Return whether ``quality`` is one objectness or centerness map per class map."""
+        if not isinstance(quality, (tuple, list)) or len(quality) != len(class_logits):
+            return False
+        for level_logits, level_quality in zip(class_logits, quality):
+            if not isinstance(level_quality, torch.Tensor) or level_quality.dim() != 4:
+                return False
+            if level_quality.shape[-2:] != level_logits.shape[-2:]:
+                return False
+            if level_logits.shape[1] % level_quality.shape[1] != 0:
+                return False
+        return True
 
     def _matching_level(self, scores: List[torch.Tensor], height: int, width: int) -> torch.Tensor:
         for level_scores in scores:

@@ -101,6 +101,25 @@ def test_teacher_confidence_union_with_gt_and_level_matching():
     assert coarse.sum() == 1
 
 
+def test_gt_box_uses_stride_when_input_is_no_multiple():
+    # Input 1216 wide: a stride-128 level has ceil(9.5) = 10 columns. A box at x 1030-1100 lies
+    # in column 8 (1024-1152) only; input / columns = 121.6 would also mark column 9.
+    maps = RegionWeighting().weight_maps([(1, 10)], context([[[1030, 0, 1100, 64]]], (128, 1216)))
+    assert maps[0][0, 0, 0].nonzero().flatten().tolist() == [8]
+
+
+def test_teacher_confidence_multiplies_objectness():
+    # YOLOv5-style head: 2 priors x 2 classes per cell, one objectness map channel per prior.
+    class_logits = torch.full((1, 4, 2, 2), 5.0)  # confident classes everywhere
+    objectness = torch.full((1, 2, 2, 2), -5.0)  # but no object, except prior 1 of cell (1, 1)
+    objectness[0, 1, 1, 1] = 5.0
+    outputs = {'bbox_head': ([class_logits], [torch.zeros(1, 8, 2, 2)], [objectness])}
+    region = RegionWeighting(gt_boxes=False, teacher_confidence=0.5)
+    weights = region.weight_maps([(2, 2)], context([[]], teacher_outputs=outputs))[0]
+    assert weights.sum() == 1
+    assert weights[0, 0, 1, 1] == 1
+
+
 def test_teacher_confidence_without_matching_level_is_reported():
     outputs = {'bbox_head': ([torch.zeros(1, 2, 4, 4)], [])}
     region = RegionWeighting(gt_boxes=False, teacher_confidence=0.5)
