@@ -318,11 +318,14 @@ class DetectionDistiller(BaseModel):
             for name, distill_loss in self.distill_losses.items():
                 if name in losses:
                     raise ValueError(f'distillation loss {name!r} clashes with a student loss key')
+                # Only losses that ask for the context get it, so losses written for the
+                # three-argument forward (student, teacher, temperature) keep working.
+                extra = dict(context=context) if distill_loss.needs_context else {}
                 value = distill_loss(
                     student_records[distill_loss.student_module],
                     teacher_records[distill_loss.teacher_module],
                     temperature=distill_loss.temperature * self.temperature_factor,
-                    context=context if distill_loss.needs_context else None,
+                    **extra,
                 )
                 losses[name] = value * self.distill_weight_factor
         finally:

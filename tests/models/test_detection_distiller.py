@@ -8,6 +8,8 @@ from mmengine.model import ExponentialMovingAverage
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import MODELS
 
+from kd_plugin.losses import YOLOv5ClsDistillLoss
+from kd_plugin.registry import MODELS as KD_MODELS
 from tests.conftest import TINY_TEACHER_WIDEN, random_batch, save_checkpoint, yolov5_model_cfg
 
 
@@ -237,3 +239,19 @@ def test_student_starts_like_baseline_with_same_seed(distiller_cfg):
     assert baseline_state.keys() == student_state.keys()
     for key, value in baseline_state.items():
         assert torch.equal(value, student_state[key]), key
+
+
+@KD_MODELS.register_module()
+class ThreeArgumentClsDistillLoss(YOLOv5ClsDistillLoss):
+    """A loss written for the forward signature without ``context``."""
+
+    def forward(self, student_outputs, teacher_outputs, temperature=None):
+        return super().forward(student_outputs, teacher_outputs, temperature)
+
+
+def test_loss_without_context_argument_trains(distiller_cfg):
+    cfg = copy.deepcopy(distiller_cfg)
+    cfg['distill_losses'] = dict(loss_kd_cls=dict(type='ThreeArgumentClsDistillLoss'))
+    losses = build(cfg)(**random_batch(), mode='loss')
+    assert torch.isfinite(losses['loss_kd_cls'])
+    assert losses['loss_kd_cls'].item() > 0
