@@ -156,11 +156,14 @@ class DistillLoss(nn.Module):
         self.temperature = validate_temperature(temperature)
         self.student_module = student_module
         self.teacher_module = teacher_module
+        # A RegionWeighting set by subclasses that accept a ``region`` config; it needs the
+        # context and may record extra teacher modules.
+        self.region = None
 
     @property
     def needs_context(self) -> bool:
         """Whether :meth:`forward` needs a :class:`DistillContext`."""
-        return False
+        return self.region is not None
 
     @property
     def needs_output_shapes(self) -> bool:
@@ -169,7 +172,7 @@ class DistillLoss(nn.Module):
 
     def context_teacher_modules(self) -> List[str]:
         """Paths of teacher submodules, besides ``teacher_module``, whose outputs to record."""
-        return []
+        return self.region.teacher_modules() if self.region is not None else []
 
     def check_modules(self, student_module: nn.Module, teacher_module: nn.Module) -> None:
         """Raise ValueError if the two recorded modules cannot be compared by this loss."""

@@ -145,15 +145,8 @@ class FeatureDistillLoss(DistillLoss):
         return [float(weight) for weight in level_weights]
 
     @property
-    def needs_context(self) -> bool:
-        return self.region is not None
-
-    @property
     def needs_output_shapes(self) -> bool:
         return self.connector_cfg is not None
-
-    def context_teacher_modules(self) -> List[str]:
-        return self.region.teacher_modules() if self.region is not None else []
 
     def configure_from_outputs(self, student_outputs: Any, teacher_outputs: Any) -> None:
         """Build the connectors for the level shapes of a probe batch."""

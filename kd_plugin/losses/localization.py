@@ -135,10 +135,10 @@ class LocalizationDistillLoss(DistillLoss):
     @property
     def needs_context(self) -> bool:
         teacher_reads_context = self._layouts is not None and bool(self._layouts[1].dist_paths)
-        return self.region is not None or teacher_reads_context
+        return super().needs_context or teacher_reads_context
 
     def context_teacher_modules(self) -> List[str]:
-        paths = self.region.teacher_modules() if self.region is not None else []
+        paths = super().context_teacher_modules()
         if self._layouts is not None:
             paths += self._layouts[1].dist_paths
         return paths

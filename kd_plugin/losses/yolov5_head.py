@@ -110,13 +110,6 @@ class YOLOv5HeadDistillLoss(DistillLoss):
         self.scale_by_batch_size = scale_by_batch_size
         self.region = RegionWeighting.from_config(region)
 
-    @property
-    def needs_context(self) -> bool:
-        return self.region is not None
-
-    def context_teacher_modules(self) -> List[str]:
-        return self.region.teacher_modules() if self.region is not None else []
-
     def _batch_scale(self, student_outputs: HeadOutputs) -> float:
         if not self.scale_by_batch_size:
             return 1.0

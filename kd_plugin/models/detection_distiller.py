@@ -150,7 +150,7 @@ class DetectionDistiller(BaseModel):
         losses = [loss for loss in self.distill_losses.values() if loss.needs_output_shapes]
         if not losses:
             return
-        wanted_paths = {
+        probed_paths = {
             'student': {loss.student_module for loss in losses},
             'teacher': {loss.teacher_module for loss in losses},
         }
@@ -163,7 +163,7 @@ class DetectionDistiller(BaseModel):
             with torch.no_grad():
                 for model, role in ((self.student, 'student'), (self.teacher, 'teacher')):
                     model.extract_feat(dummy)
-                    if any(self._records[role][path] is None for path in wanted_paths[role]):
+                    if any(self._records[role][path] is None for path in probed_paths[role]):
                         model(dummy, None, mode='tensor')
                 for loss in losses:
                     student_outputs = self._records['student'][loss.student_module]

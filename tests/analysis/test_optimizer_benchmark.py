@@ -16,7 +16,7 @@ from kd_plugin.analysis.optimizer_benchmark import (
     time_optimizer_steps,
 )
 from tests.analysis.test_sweep_real_runs import small_subset, tiny_config  # noqa: F401
-from tests.conftest import TINY_STUDENT_WIDEN, bccd_config
+from tests.conftest import BCCD_CONFIG_DIR, TINY_STUDENT_WIDEN
 
 BASELINE = 'yolov5_n_320_20e_bccd.py'
 ALPHA = 0.5
@@ -24,7 +24,7 @@ SEED = 1
 
 
 def baseline_config_file() -> str:
-    return bccd_config(BASELINE).filename
+    return osp.join(BCCD_CONFIG_DIR, BASELINE)
 
 
 def test_plan_order_and_options(tmp_path):
